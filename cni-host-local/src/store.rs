@@ -1,0 +1,468 @@
+//! The on-disk store, byte-compatible with the reference's:
+//!
+//! ```text
+//! <dataDir>/<network>/lock                 flock(2) target
+//! <dataDir>/<network>/<ip>                 "<containerID>\r\n<ifname>" (legacy: "<containerID>")
+//! <dataDir>/<network>/last_reserved_ip.<N> the round-robin cursor of range set N
+//! ```
+//!
+//! so the reference plugin and ours can share a dataDir, even at once: both
+//! take the same flock before touching the directory, and a reservation is
+//! won by creating its file exclusively. Differences, all invisible to the
+//! reference:
+//! - a [`Store`] holds the lock for the whole command, not per range set;
+//! - a reservation file appears complete or not at all: its content is
+//!   written to an anonymous `O_TMPFILE` inode first and then linked under
+//!   the address's name (`link` fails if the name exists, like `O_EXCL`); a
+//!   killed process leaves no empty or half-written file (plugins#498);
+//! - the cursor and our attachment index are replaced with `rename`;
+//! - `.attachment.<id>:<ifname>` files index which addresses an attachment
+//!   of ours holds, so the duplicate-allocation check does not read every
+//!   reservation (the reference reads them all on each ADD). An index entry
+//!   is only a hint: it is verified against the reservation files.
+
+use crate::config::StoreLocation;
+use crate::error::HostLocalError;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, AT_FDCWD};
+use nix::unistd::linkat;
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+type Result<T, E = HostLocalError> = std::result::Result<T, E>;
+
+/// Prefix of our attachment index files.
+const ATTACHMENT_PREFIX: &str = ".attachment.";
+/// Prefix of temporary files (only ever present while their writer holds the
+/// lock, so any seen under the lock are leftovers of a killed process).
+const TMP_PREFIX: &str = ".tmp.";
+/// Largest reservation file we read; real ones are well under 300 bytes.
+const MAX_RESERVATION_LEN: u64 = 4096;
+
+/// The text of an OS error the way the reference prints it (`no such file or
+/// directory`).
+pub fn os_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => {
+            let d = Errno::from_raw(n).desc();
+            let mut c = d.chars();
+            match c.next() {
+                Some(f) => f.to_lowercase().chain(c).collect(),
+                None => e.to_string(),
+            }
+        }
+        None => e.to_string(),
+    }
+}
+
+/// The content identifying an attachment in a reservation file.
+pub fn owner_text(container_id: &str, ifname: &str) -> String {
+    format!("{}\r\n{}", container_id.trim(), ifname)
+}
+
+/// Who holds a reservation, read from its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// `<id>\r\n<ifname>`.
+    Attachment {
+        /// Container ID.
+        id: String,
+        /// Interface name.
+        ifname: String,
+    },
+    /// A legacy file holding only the container ID; it matches every ifname.
+    Legacy(String),
+    /// An empty file (left by a killed reference plugin): no owner.
+    Nobody,
+}
+
+impl Owner {
+    /// Parses whitespace-trimmed file content, as the reference compares it.
+    pub fn parse(content: &str) -> Owner {
+        let t = content.trim();
+        if t.is_empty() {
+            return Owner::Nobody;
+        }
+        match t.split_once("\r\n") {
+            Some((id, ifname)) => Owner::Attachment {
+                id: id.to_string(),
+                ifname: ifname.to_string(),
+            },
+            None => Owner::Legacy(t.to_string()),
+        }
+    }
+}
+
+/// A reservation file's content, ready to be linked under address names.
+#[derive(Debug)]
+pub struct OwnerFile {
+    file: File,
+    /// Named fallback when the filesystem has no `O_TMPFILE`.
+    named: Option<PathBuf>,
+}
+
+/// One network's store, locked for as long as the value lives.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+fn tmp_name() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{TMP_PREFIX}{}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Store {
+    /// Opens the store, creating its directory when `create` is set, and
+    /// takes the lock. Returns `None` when the directory does not exist and
+    /// `create` is not set (nothing to release or check).
+    ///
+    /// # Errors
+    /// The directory or lock file cannot be created or locked.
+    pub fn open(loc: &StoreLocation, create: bool) -> Result<Option<Store>> {
+        let dir = loc.data_dir.join(&loc.network);
+        if create {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&dir)
+                .map_err(|e| {
+                    HostLocalError::io(format!("mkdir {}: {}", dir.display(), os_text(&e)), e)
+                })?;
+        } else if !dir.is_dir() {
+            return Ok(None);
+        }
+        let lock_path = dir.join("lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| HostLocalError::io(format!("open {}", lock_path.display()), e))?;
+        let mut file = file;
+        let lock = loop {
+            match Flock::lock(file, FlockArg::LockExclusive) {
+                Ok(l) => break l,
+                Err((f, Errno::EINTR)) => file = f,
+                Err((_, e)) => {
+                    return Err(HostLocalError::io(
+                        format!("flock {}", lock_path.display()),
+                        e,
+                    ))
+                }
+            }
+        };
+        Ok(Some(Store { dir, _lock: lock }))
+    }
+
+    /// The network directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn ip_path(&self, ip: IpAddr) -> PathBuf {
+        self.dir.join(ip.to_string())
+    }
+
+    /// Writes `<id>\r\n<ifname>` to a file not yet visible under any address.
+    ///
+    /// # Errors
+    /// The file cannot be created or written.
+    pub fn owner_file(&self, container_id: &str, ifname: &str) -> Result<OwnerFile> {
+        let content = owner_text(container_id, ifname);
+        let anon = OpenOptions::new()
+            .write(true)
+            .mode(0o600)
+            .custom_flags(OFlag::O_TMPFILE.bits())
+            .open(&self.dir);
+        let (mut file, named) = match anon {
+            Ok(f) => (f, None),
+            // Filesystems without O_TMPFILE: a named temporary file.
+            Err(_) => {
+                let p = self.dir.join(tmp_name());
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&p)
+                    .map_err(|e| HostLocalError::io(format!("create {}", p.display()), e))?;
+                (f, Some(p))
+            }
+        };
+        file.write_all(content.as_bytes())
+            .map_err(|e| HostLocalError::io(format!("write {}", self.dir.display()), e))?;
+        Ok(OwnerFile { file, named })
+    }
+
+    /// Tries to reserve `ip` for `owner`. `Ok(false)` when it is taken.
+    ///
+    /// # Errors
+    /// Any failure other than the name existing.
+    pub fn try_reserve(&self, owner: &OwnerFile, ip: IpAddr) -> Result<bool> {
+        let target = self.ip_path(ip);
+        let res = match &owner.named {
+            None => {
+                let src = format!("/proc/self/fd/{}", owner.file.as_raw_fd());
+                linkat(
+                    AT_FDCWD,
+                    src.as_str(),
+                    AT_FDCWD,
+                    &target,
+                    AtFlags::AT_SYMLINK_FOLLOW,
+                )
+            }
+            Some(p) => linkat(AT_FDCWD, p, AT_FDCWD, &target, AtFlags::empty()),
+        };
+        match res {
+            Ok(()) => Ok(true),
+            Err(Errno::EEXIST) => Ok(false),
+            Err(e) => Err(HostLocalError::io(
+                format!("reserve {}", target.display()),
+                e,
+            )),
+        }
+    }
+
+    /// Drops the temporary name of `owner`, if it has one.
+    pub fn finish(&self, owner: OwnerFile) {
+        if let Some(p) = owner.named {
+            let _ = fs::remove_file(p);
+        }
+    }
+
+    /// Removes the reservation of `ip`; an absent file is fine.
+    ///
+    /// # Errors
+    /// Any other failure.
+    pub fn release(&self, ip: IpAddr) -> Result<()> {
+        let p = self.ip_path(ip);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(HostLocalError::io(format!("remove {}", p.display()), e)),
+        }
+    }
+
+    /// Reads who holds `ip`, or `None` when it is free.
+    ///
+    /// # Errors
+    /// The file exists but cannot be read.
+    pub fn owner_of(&self, ip: IpAddr) -> Result<Option<Owner>> {
+        let p = self.ip_path(ip);
+        let mut f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(HostLocalError::io(format!("open {}", p.display()), e)),
+        };
+        let mut buf = Vec::with_capacity(64);
+        (&mut f)
+            .take(MAX_RESERVATION_LEN)
+            .read_to_end(&mut buf)
+            .map_err(|e| HostLocalError::io(format!("read {}", p.display()), e))?;
+        Ok(Some(Owner::parse(&String::from_utf8_lossy(&buf))))
+    }
+
+    /// The round-robin cursor of range set `idx`.
+    pub fn last_reserved(&self, idx: usize) -> Option<IpAddr> {
+        let p = self.dir.join(format!("last_reserved_ip.{idx}"));
+        match fs::read_to_string(&p) {
+            Ok(s) => s.trim().parse().ok(),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => {
+                eprintln!("Error retrieving last reserved ip: {e}");
+                None
+            }
+        }
+    }
+
+    /// Replaces a small file atomically (temporary file, then `rename`).
+    fn replace(&self, name: &str, content: &[u8]) -> Result<()> {
+        let tmp = self.dir.join(tmp_name());
+        let target = self.dir.join(name);
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(content)?;
+            fs::rename(&tmp, &target)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            HostLocalError::io(format!("write {}", target.display()), e)
+        })
+    }
+
+    /// Moves the cursor of range set `idx` to `ip`.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn set_last_reserved(&self, idx: usize, ip: IpAddr) -> Result<()> {
+        self.replace(
+            &format!("last_reserved_ip.{idx}"),
+            ip.to_string().as_bytes(),
+        )
+    }
+
+    fn attachment_name(container_id: &str, ifname: &str) -> Option<String> {
+        let name = format!("{ATTACHMENT_PREFIX}{}:{ifname}", container_id.trim());
+        // NAME_MAX; a longer ID simply goes without an index entry.
+        (name.len() <= 255).then_some(name)
+    }
+
+    /// The addresses our index says the attachment holds (unverified).
+    pub fn indexed(&self, container_id: &str, ifname: &str) -> Vec<IpAddr> {
+        let Some(name) = Self::attachment_name(container_id, ifname) else {
+            return Vec::new();
+        };
+        match fs::read_to_string(self.dir.join(name)) {
+            Ok(s) => s.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Records the addresses an attachment holds.
+    ///
+    /// # Errors
+    /// The index file cannot be written.
+    pub fn index(&self, container_id: &str, ifname: &str, ips: &[IpAddr]) -> Result<()> {
+        let Some(name) = Self::attachment_name(container_id, ifname) else {
+            return Ok(());
+        };
+        let mut text = String::from("# k8s-shims host-local attachment index\n");
+        for ip in ips {
+            text.push_str(&ip.to_string());
+            text.push('\n');
+        }
+        self.replace(&name, text.as_bytes())
+    }
+
+    /// Forgets an attachment's index entry.
+    pub fn unindex(&self, container_id: &str, ifname: &str) {
+        if let Some(name) = Self::attachment_name(container_id, ifname) {
+            let _ = fs::remove_file(self.dir.join(name));
+        }
+    }
+
+    /// Every file name in the directory, classified.
+    ///
+    /// # Errors
+    /// The directory cannot be listed.
+    pub fn entries(&self) -> Result<Entries> {
+        let mut out = Entries::default();
+        let rd = fs::read_dir(&self.dir)
+            .map_err(|e| HostLocalError::io(format!("list {}", self.dir.display()), e))?;
+        for ent in rd {
+            let ent =
+                ent.map_err(|e| HostLocalError::io(format!("list {}", self.dir.display()), e))?;
+            let name = ent.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Ok(ip) = name.parse::<IpAddr>() {
+                out.ips.push(ip);
+            } else if let Some(rest) = name.strip_prefix(ATTACHMENT_PREFIX) {
+                if let Some((id, ifname)) = rest.split_once(':') {
+                    out.attachments.push((id.to_string(), ifname.to_string()));
+                }
+            } else if name.starts_with(TMP_PREFIX) {
+                out.temporaries.push(name.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The set of reserved addresses, from names alone.
+    ///
+    /// # Errors
+    /// The directory cannot be listed.
+    pub fn reserved(&self) -> Result<HashSet<IpAddr>> {
+        Ok(self.entries()?.ips.into_iter().collect())
+    }
+
+    /// Removes leftover temporary files (safe under the lock: a live writer
+    /// holds it while its temporary file exists).
+    pub fn remove_temporaries(&self, names: &[String]) {
+        for n in names {
+            let _ = fs::remove_file(self.dir.join(n));
+        }
+    }
+}
+
+/// A classified directory listing.
+#[derive(Debug, Default)]
+pub struct Entries {
+    /// Reservation files (names that are addresses).
+    pub ips: Vec<IpAddr>,
+    /// Our index entries, as (container ID, ifname).
+    pub attachments: Vec<(String, String)>,
+    /// Leftover temporary files.
+    pub temporaries: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners() {
+        assert_eq!(
+            Owner::parse("  ctr5\r\neth0  \n"),
+            Owner::Attachment {
+                id: "ctr5".into(),
+                ifname: "eth0".into()
+            }
+        );
+        assert_eq!(Owner::parse("dummy"), Owner::Legacy("dummy".into()));
+        assert_eq!(Owner::parse(" \n"), Owner::Nobody);
+    }
+
+    #[test]
+    fn reserve_link_and_release() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let loc = StoreLocation {
+            data_dir: d.path().to_path_buf(),
+            network: "net".into(),
+        };
+        let store = Store::open(&loc, true)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("open"));
+        let owner = store
+            .owner_file("c1", "eth0")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ip: IpAddr = "10.0.0.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert!(matches!(store.try_reserve(&owner, ip), Ok(true)));
+        assert!(matches!(store.try_reserve(&owner, ip), Ok(false)));
+        store.finish(owner);
+        let bytes = fs::read(d.path().join("net/10.0.0.2")).unwrap_or_default();
+        assert_eq!(bytes, b"c1\r\neth0");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(d.path().join("net/10.0.0.2"))
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        assert_eq!(mode, 0o600);
+        store
+            .set_last_reserved(0, ip)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.last_reserved(0), Some(ip));
+        let e = store.entries().unwrap_or_default();
+        assert_eq!(e.ips, vec![ip]);
+        assert!(e.temporaries.is_empty());
+        store.release(ip).unwrap_or_else(|e| panic!("{e}"));
+        store.release(ip).unwrap_or_else(|e| panic!("{e}"));
+        assert!(store.reserved().unwrap_or_default().is_empty());
+    }
+}
