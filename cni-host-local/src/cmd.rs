@@ -5,7 +5,7 @@ use crate::config::{self, IpamConfig};
 use crate::dns::parse_resolv_conf;
 use crate::error::HostLocalError;
 use crate::range::{to_u128, RangeSet};
-use crate::store::{os_text, Owner, OwnerFile, Store};
+use crate::store::{Owner, OwnerFile, Store};
 use cni_spec::json::Obj;
 use cni_spec::{CniResult, Dns, IpConfig, Request};
 use ipnetwork::IpNetwork;
@@ -23,10 +23,8 @@ fn read_dns(cfg: &IpamConfig) -> Result<Dns> {
     let Some(path) = &cfg.resolv_conf else {
         return Ok(Dns::default());
     };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        let msg = format!("open {}: {}", path.display(), os_text(&e));
-        HostLocalError::io(msg, e)
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| HostLocalError::io(format!("open {}", path.display()), e))?;
     Ok(parse_resolv_conf(&text))
 }
 

@@ -24,7 +24,7 @@ pub enum HostLocalError {
     #[error("{0}")]
     NotFound(String),
     /// Reading or writing the store failed (code 5).
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", crate::store::os_text(source))]
     Io {
         /// What was being done, naming the path.
         context: String,

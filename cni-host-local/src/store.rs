@@ -137,9 +137,7 @@ impl Store {
                 .recursive(true)
                 .mode(0o755)
                 .create(&dir)
-                .map_err(|e| {
-                    HostLocalError::io(format!("mkdir {}: {}", dir.display(), os_text(&e)), e)
-                })?;
+                .map_err(|e| HostLocalError::io(format!("mkdir {}", dir.display()), e))?;
         } else if !dir.is_dir() {
             return Ok(None);
         }
