@@ -107,6 +107,50 @@ pub struct OwnerFile {
     named: Option<PathBuf>,
 }
 
+impl OwnerFile {
+    /// Writes (in `dir`, before any lock is taken) `<id>\r\n<ifname>` to a file not yet visible under any address.
+    ///
+    /// # Errors
+    /// The file cannot be created or written.
+    pub fn create(dir: &Path, container_id: &str, ifname: &str) -> Result<OwnerFile> {
+        let content = owner_text(container_id, ifname);
+        let anon = OpenOptions::new()
+            .write(true)
+            .mode(0o600)
+            .custom_flags(OFlag::O_TMPFILE.bits())
+            .open(dir);
+        let (mut file, named) = match anon {
+            Ok(f) => (f, None),
+            // Filesystems without O_TMPFILE: a named temporary file.
+            Err(_) => {
+                let p = dir.join(tmp_name());
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&p)
+                    .map_err(|e| HostLocalError::io(format!("create {}", p.display()), e))?;
+                (f, Some(p))
+            }
+        };
+        file.write_all(content.as_bytes())
+            .map_err(|e| HostLocalError::io(format!("write {}", dir.display()), e))?;
+        Ok(OwnerFile { file, named })
+    }
+}
+
+/// Creates a store directory (mode 0755) and its parents.
+///
+/// # Errors
+/// The directory cannot be created.
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| HostLocalError::io(format!("mkdir {}", dir.display()), e))
+}
+
 /// One network's store, locked for as long as the value lives.
 #[derive(Debug)]
 pub struct Store {
@@ -133,16 +177,20 @@ impl Store {
     pub fn open(loc: &StoreLocation, create: bool) -> Result<Option<Store>> {
         let dir = loc.data_dir.join(&loc.network);
         if create {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(&dir)
-                .map_err(|e| HostLocalError::io(format!("mkdir {}", dir.display()), e))?;
+            ensure_dir(&dir)?;
         } else if !dir.is_dir() {
             return Ok(None);
         }
+        Store::lock(dir).map(Some)
+    }
+
+    /// Takes the lock of an existing store directory, waiting for it.
+    ///
+    /// # Errors
+    /// The lock file cannot be created or locked.
+    pub fn lock(dir: PathBuf) -> Result<Store> {
         let lock_path = dir.join("lock");
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -150,7 +198,6 @@ impl Store {
             .mode(0o600)
             .open(&lock_path)
             .map_err(|e| HostLocalError::io(format!("open {}", lock_path.display()), e))?;
-        let mut file = file;
         let lock = loop {
             match Flock::lock(file, FlockArg::LockExclusive) {
                 Ok(l) => break l,
@@ -163,7 +210,7 @@ impl Store {
                 }
             }
         };
-        Ok(Some(Store { dir, _lock: lock }))
+        Ok(Store { dir, _lock: lock })
     }
 
     /// The network directory.
@@ -173,36 +220,6 @@ impl Store {
 
     fn ip_path(&self, ip: IpAddr) -> PathBuf {
         self.dir.join(ip.to_string())
-    }
-
-    /// Writes `<id>\r\n<ifname>` to a file not yet visible under any address.
-    ///
-    /// # Errors
-    /// The file cannot be created or written.
-    pub fn owner_file(&self, container_id: &str, ifname: &str) -> Result<OwnerFile> {
-        let content = owner_text(container_id, ifname);
-        let anon = OpenOptions::new()
-            .write(true)
-            .mode(0o600)
-            .custom_flags(OFlag::O_TMPFILE.bits())
-            .open(&self.dir);
-        let (mut file, named) = match anon {
-            Ok(f) => (f, None),
-            // Filesystems without O_TMPFILE: a named temporary file.
-            Err(_) => {
-                let p = self.dir.join(tmp_name());
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&p)
-                    .map_err(|e| HostLocalError::io(format!("create {}", p.display()), e))?;
-                (f, Some(p))
-            }
-        };
-        file.write_all(content.as_bytes())
-            .map_err(|e| HostLocalError::io(format!("write {}", self.dir.display()), e))?;
-        Ok(OwnerFile { file, named })
     }
 
     /// Tries to reserve `ip` for `owner`. `Ok(false)` when it is taken.
@@ -438,9 +455,7 @@ mod tests {
             .ok()
             .flatten()
             .unwrap_or_else(|| panic!("open"));
-        let owner = store
-            .owner_file("c1", "eth0")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let owner = OwnerFile::create(store.dir(), "c1", "eth0").unwrap_or_else(|e| panic!("{e}"));
         let ip: IpAddr = "10.0.0.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         assert!(matches!(store.try_reserve(&owner, ip), Ok(true)));
         assert!(matches!(store.try_reserve(&owner, ip), Ok(false)));
