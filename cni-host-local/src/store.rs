@@ -15,7 +15,6 @@
 //!   written to an anonymous `O_TMPFILE` inode first and then linked under
 //!   the address's name (`link` fails if the name exists, like `O_EXCL`); a
 //!   killed process leaves no empty or half-written file (plugins#498);
-//! - the cursor and our attachment index are replaced with `rename`;
 //! - `.attachment.<id>:<ifname>` files index which addresses an attachment
 //!   of ours holds, so the duplicate-allocation check does not read every
 //!   reservation (the reference reads them all on each ADD). An index entry
@@ -39,8 +38,8 @@ type Result<T, E = HostLocalError> = std::result::Result<T, E>;
 
 /// Prefix of our attachment index files.
 const ATTACHMENT_PREFIX: &str = ".attachment.";
-/// Prefix of temporary files (only ever present while their writer holds the
-/// lock, so any seen under the lock are leftovers of a killed process).
+/// Prefix of temporary files, `.tmp.<pid>.<n>`: only used where the
+/// filesystem has no `O_TMPFILE`; a file whose process is gone is a leftover.
 const TMP_PREFIX: &str = ".tmp.";
 /// Largest reservation file we read; real ones are well under 300 bytes.
 const MAX_RESERVATION_LEN: u64 = 4096;
@@ -303,23 +302,21 @@ impl Store {
         }
     }
 
-    /// Replaces a small file atomically (temporary file, then `rename`).
-    fn replace(&self, name: &str, content: &[u8]) -> Result<()> {
-        let tmp = self.dir.join(tmp_name());
+    /// Overwrites a small hint file in place (as the reference writes its
+    /// cursor). Only the cursor and our index are written this way: both are
+    /// hints, a torn one is ignored or verified against the reservation
+    /// files, and a `rename` costs a journal commit inside the lock on every
+    /// ADD (measured: about a third of the lock hold time).
+    fn overwrite(&self, name: &str, content: &[u8]) -> Result<()> {
         let target = self.dir.join(name);
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(content)?;
-            fs::rename(&tmp, &target)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            HostLocalError::io(format!("write {}", target.display()), e)
-        })
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&target)
+            .and_then(|mut f| f.write_all(content))
+            .map_err(|e| HostLocalError::io(format!("write {}", target.display()), e))
     }
 
     /// Moves the cursor of range set `idx` to `ip`.
@@ -327,7 +324,7 @@ impl Store {
     /// # Errors
     /// The file cannot be written.
     pub fn set_last_reserved(&self, idx: usize, ip: IpAddr) -> Result<()> {
-        self.replace(
+        self.overwrite(
             &format!("last_reserved_ip.{idx}"),
             ip.to_string().as_bytes(),
         )
@@ -363,7 +360,7 @@ impl Store {
             text.push_str(&ip.to_string());
             text.push('\n');
         }
-        self.replace(&name, text.as_bytes())
+        self.overwrite(&name, text.as_bytes())
     }
 
     /// Forgets an attachment's index entry.
@@ -407,10 +404,16 @@ impl Store {
         Ok(self.entries()?.ips.into_iter().collect())
     }
 
-    /// Removes leftover temporary files (safe under the lock: a live writer
-    /// holds it while its temporary file exists).
+    /// Removes leftover temporary files: those whose writer process is gone.
     pub fn remove_temporaries(&self, names: &[String]) {
         for n in names {
+            let pid = n
+                .strip_prefix(TMP_PREFIX)
+                .and_then(|r| r.split('.').next())
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+            if pid.is_some_and(|p| Path::new("/proc").join(p).exists()) {
+                continue;
+            }
             let _ = fs::remove_file(self.dir.join(n));
         }
     }

@@ -363,109 +363,103 @@ impl CniResult {
                 )
             })?,
         };
-        let e = |s: String| decode_err(format!("failed to decode result: {s}"));
-        let mut r = CniResult::default();
-        if version.is_legacy_result() {
-            for (key, _) in [("ip4", true), ("ip6", false)] {
-                let Some(fam) = o.obj(key).map_err(|x| e(x.to_string()))? else {
-                    continue;
-                };
-                let path = format!("result.{key}");
-                let fo = Obj::new(fam, &path);
-                let ip = fo
-                    .str("ip")
-                    .map_err(|x| e(x.to_string()))?
-                    .ok_or_else(|| e(format!("{path}.ip missing")))?;
-                let gateway = match fo.str("gateway").map_err(|x| e(x.to_string()))? {
-                    Some(g) if !g.is_empty() => Some(parse_ip(g).map_err(e)?),
-                    _ => None,
-                };
-                r.ips.push(IpConfig {
-                    interface: None,
-                    address: parse_cidr(ip).map_err(e)?,
-                    gateway,
-                });
-                for (i, rv) in fo
-                    .array("routes")
-                    .map_err(|x| e(x.to_string()))?
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                {
-                    r.routes
-                        .push(Route::from_json(rv, &format!("{path}.routes[{i}]")).map_err(e)?);
-                }
-            }
-        } else {
-            for (i, iv) in o
-                .array("interfaces")
-                .map_err(|x| e(x.to_string()))?
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let path = format!("result.interfaces[{i}]");
-                let io = Obj::of(iv, &path).map_err(|x| e(x.to_string()))?;
-                let s = |k: &str| -> Result<String, CniError> {
-                    Ok(io
-                        .str(k)
-                        .map_err(|x| e(x.to_string()))?
-                        .unwrap_or_default()
-                        .to_string())
-                };
-                let mtu = io.u64("mtu").map_err(|x| e(x.to_string()))?.unwrap_or(0);
-                r.interfaces.push(Interface {
-                    name: s("name")?,
-                    mac: s("mac")?,
-                    mtu: u32::try_from(mtu).map_err(|_| e(format!("{path}.mtu out of range")))?,
-                    sandbox: s("sandbox")?,
-                    socket_path: s("socketPath")?,
-                    pci_id: s("pciID")?,
-                });
-            }
-            for (i, iv) in o
-                .array("ips")
-                .map_err(|x| e(x.to_string()))?
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let path = format!("result.ips[{i}]");
-                let io = Obj::of(iv, &path).map_err(|x| e(x.to_string()))?;
-                let address = io
-                    .str("address")
-                    .map_err(|x| e(x.to_string()))?
-                    .ok_or_else(|| e(format!("{path}.address missing")))?;
-                let gateway = match io.str("gateway").map_err(|x| e(x.to_string()))? {
-                    Some(g) if !g.is_empty() => Some(parse_ip(g).map_err(e)?),
-                    _ => None,
-                };
-                let interface = io
-                    .u64("interface")
-                    .map_err(|x| e(x.to_string()))?
-                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-                r.ips.push(IpConfig {
-                    interface,
-                    address: parse_cidr(address).map_err(e)?,
-                    gateway,
-                });
-            }
-            for (i, rv) in o
-                .array("routes")
-                .map_err(|x| e(x.to_string()))?
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                r.routes
-                    .push(Route::from_json(rv, &format!("result.routes[{i}]")).map_err(e)?);
-            }
-        }
-        if let Some(d) = o.get("dns") {
-            r.dns = Dns::from_json(d, "result.dns").map_err(e)?;
-        }
+        let r = decode_body(&o, version)
+            .map_err(|s| decode_err(format!("failed to decode result: {s}")))?;
         Ok((r, version))
     }
+}
+
+fn text(e: crate::json::JsonTypeError) -> String {
+    e.to_string()
+}
+
+/// Reads `ip`/`address` (named `addr_key`), `gateway` and `interface`.
+fn decode_ip(o: &Obj<'_>, addr_key: &str) -> Result<IpConfig, String> {
+    let address = o
+        .str(addr_key)
+        .map_err(text)?
+        .ok_or_else(|| format!("{} missing", o.child_path(addr_key)))?;
+    let gateway = match o.str("gateway").map_err(text)? {
+        Some(g) if !g.is_empty() => Some(parse_ip(g)?),
+        _ => None,
+    };
+    let interface = o
+        .u64("interface")
+        .map_err(text)?
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    Ok(IpConfig {
+        interface,
+        address: parse_cidr(address)?,
+        gateway,
+    })
+}
+
+/// Reads the `routes` array of `o`.
+fn decode_routes(o: &Obj<'_>) -> Result<Vec<Route>, String> {
+    let base = o.child_path("routes");
+    o.array("routes")
+        .map_err(text)?
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, rv)| Route::from_json(rv, &format!("{base}[{i}]")))
+        .collect()
+}
+
+fn decode_body(o: &Obj<'_>, version: Version) -> Result<CniResult, String> {
+    let mut r = CniResult::default();
+    if version.is_legacy_result() {
+        for key in ["ip4", "ip6"] {
+            let Some(fam) = o.obj(key).map_err(text)? else {
+                continue;
+            };
+            let path = o.child_path(key);
+            let fo = Obj::new(fam, &path);
+            r.ips.push(decode_ip(&fo, "ip")?);
+            r.routes.extend(decode_routes(&fo)?);
+        }
+    } else {
+        let base = o.child_path("interfaces");
+        for (i, iv) in o
+            .array("interfaces")
+            .map_err(text)?
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let path = format!("{base}[{i}]");
+            let io = Obj::of(iv, &path).map_err(text)?;
+            let s = |k: &str| -> Result<String, String> {
+                Ok(io.str(k).map_err(text)?.unwrap_or_default().to_string())
+            };
+            let mtu = io.u64("mtu").map_err(text)?.unwrap_or(0);
+            r.interfaces.push(Interface {
+                name: s("name")?,
+                mac: s("mac")?,
+                mtu: u32::try_from(mtu).map_err(|_| format!("{path}.mtu out of range"))?,
+                sandbox: s("sandbox")?,
+                socket_path: s("socketPath")?,
+                pci_id: s("pciID")?,
+            });
+        }
+        let base = o.child_path("ips");
+        for (i, iv) in o
+            .array("ips")
+            .map_err(text)?
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let path = format!("{base}[{i}]");
+            r.ips
+                .push(decode_ip(&Obj::of(iv, &path).map_err(text)?, "address")?);
+        }
+        r.routes = decode_routes(o)?;
+    }
+    if let Some(d) = o.get("dns") {
+        r.dns = Dns::from_json(d, &o.child_path("dns"))?;
+    }
+    Ok(r)
 }
 
 #[cfg(test)]
