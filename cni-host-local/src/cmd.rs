@@ -48,7 +48,7 @@ pub fn add(req: &Request) -> Result<CniResult> {
         for (idx, ip) in made.iter().enumerate() {
             store.set_last_reserved(idx, *ip)?;
         }
-        store.index(&req.container_id, &req.ifname, &made)?;
+        store.index(&owner, &req.container_id, &req.ifname, &made)?;
         Ok(ips)
     });
     let ips = match outcome {
@@ -106,8 +106,10 @@ fn allocate_all(
                 ip
             }
             None => {
-                let held =
-                    held.get_or_insert_with(|| held_by(store, &req.container_id, &req.ifname));
+                if held.is_none() {
+                    held = Some(store.indexed(&req.container_id, &req.ifname)?);
+                }
+                let held = held.as_deref().unwrap_or_default();
                 if let Some(dup) = held.iter().find(|ip| set.contains(**ip)) {
                     return Err(wrap(format!(
                         "{dup} has been allocated to {}, duplicate allocation is not allowed",
@@ -138,20 +140,6 @@ fn allocate_all(
         )));
     }
     Ok(out)
-}
-
-/// Addresses our index says this attachment holds, verified against the
-/// reservation files.
-fn held_by(store: &Store, id: &str, ifname: &str) -> Vec<IpAddr> {
-    let me = Owner::Attachment {
-        id: id.trim().to_string(),
-        ifname: ifname.to_string(),
-    };
-    store
-        .indexed(id, ifname)
-        .into_iter()
-        .filter(|ip| matches!(store.owner_of(*ip), Ok(Some(ref o)) if *o == me))
-        .collect()
 }
 
 /// Reserves the next free address of `set` in round-robin order.
@@ -194,7 +182,7 @@ pub fn del(req: &Request) -> Result<()> {
     // Fast path: an attachment we allocated is in our index; its entries
     // are verified before anything is removed. Without one (an attachment
     // of the reference plugin, or a stale index) every file is read.
-    let held = held_by(&store, id, &req.ifname);
+    let held = store.indexed(id, &req.ifname)?;
     let (targets, temporaries) = if held.is_empty() {
         let entries = store.entries()?;
         let mut exact = Vec::new();

@@ -15,10 +15,14 @@
 //!   written to an anonymous `O_TMPFILE` inode first and then linked under
 //!   the address's name (`link` fails if the name exists, like `O_EXCL`); a
 //!   killed process leaves no empty or half-written file (plugins#498);
-//! - `.attachment.<id>:<ifname>` files index which addresses an attachment
-//!   of ours holds, so the duplicate-allocation check does not read every
-//!   reservation (the reference reads them all on each ADD). An index entry
-//!   is only a hint: it is verified against the reservation files.
+//! - `.attachment.<id>:<ifname>` indexes an attachment of ours: it is one
+//!   more hard link of the attachment's reservation inode (so it costs no
+//!   inode, reads like a reservation, and the reference's DEL removes it with
+//!   the rest), and the inode's `user.k8s-shims.ips` xattr lists the
+//!   addresses. DEL and the duplicate check use it instead of reading every
+//!   reservation (the reference reads them all); an address counts only when
+//!   its file is the same inode. Without the xattr (a filesystem without
+//!   user xattrs) the directory listing's inode numbers find them.
 
 use crate::config::StoreLocation;
 use crate::error::HostLocalError;
@@ -30,7 +34,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -43,6 +47,8 @@ const ATTACHMENT_PREFIX: &str = ".attachment.";
 const TMP_PREFIX: &str = ".tmp.";
 /// Largest reservation file we read; real ones are well under 300 bytes.
 const MAX_RESERVATION_LEN: u64 = 4096;
+/// The xattr of a reservation inode listing the attachment's addresses.
+const IPS_XATTR: &str = "user.k8s-shims.ips";
 
 /// The text of an OS error the way the reference prints it (`no such file or
 /// directory`).
@@ -227,26 +233,31 @@ impl Store {
     /// Any failure other than the name existing.
     pub fn try_reserve(&self, owner: &OwnerFile, ip: IpAddr) -> Result<bool> {
         let target = self.ip_path(ip);
-        let res = match &owner.named {
-            None => {
-                let src = format!("/proc/self/fd/{}", owner.file.as_raw_fd());
-                linkat(
-                    AT_FDCWD,
-                    src.as_str(),
-                    AT_FDCWD,
-                    &target,
-                    AtFlags::AT_SYMLINK_FOLLOW,
-                )
-            }
-            Some(p) => linkat(AT_FDCWD, p, AT_FDCWD, &target, AtFlags::empty()),
-        };
-        match res {
+        match self.link_owner(owner, &target) {
             Ok(()) => Ok(true),
             Err(Errno::EEXIST) => Ok(false),
             Err(e) => Err(HostLocalError::io(
                 format!("reserve {}", target.display()),
                 e,
             )),
+        }
+    }
+
+    /// Makes `target` a link of the owner's inode; fails with `EEXIST` when
+    /// the name is taken.
+    fn link_owner(&self, owner: &OwnerFile, target: &Path) -> Result<(), Errno> {
+        match &owner.named {
+            None => {
+                let src = format!("/proc/self/fd/{}", owner.file.as_raw_fd());
+                linkat(
+                    AT_FDCWD,
+                    src.as_str(),
+                    AT_FDCWD,
+                    target,
+                    AtFlags::AT_SYMLINK_FOLLOW,
+                )
+            }
+            Some(p) => linkat(AT_FDCWD, p, AT_FDCWD, target, AtFlags::empty()),
         }
     }
 
@@ -309,13 +320,18 @@ impl Store {
     /// ADD (measured: about a third of the lock hold time).
     fn overwrite(&self, name: &str, content: &[u8]) -> Result<()> {
         let target = self.dir.join(name);
+        // Write over the old content, then cut what is left of it: cheaper
+        // than O_TRUNC, which frees and reallocates the block.
         OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .mode(0o600)
             .open(&target)
-            .and_then(|mut f| f.write_all(content))
+            .and_then(|mut f| {
+                f.write_all(content)?;
+                f.set_len(content.len() as u64)
+            })
             .map_err(|e| HostLocalError::io(format!("write {}", target.display()), e))
     }
 
@@ -336,31 +352,82 @@ impl Store {
         (name.len() <= 255).then_some(name)
     }
 
-    /// The addresses our index says the attachment holds (unverified).
-    pub fn indexed(&self, container_id: &str, ifname: &str) -> Vec<IpAddr> {
+    /// The addresses our index says the attachment holds, each verified to
+    /// be a link of the index's own inode. Empty when there is no index.
+    ///
+    /// # Errors
+    /// The index exists but cannot be read, or the fallback listing fails.
+    pub fn indexed(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
         let Some(name) = Self::attachment_name(container_id, ifname) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        match fs::read_to_string(self.dir.join(name)) {
-            Ok(s) => s.lines().filter_map(|l| l.trim().parse().ok()).collect(),
-            Err(_) => Vec::new(),
+        let path = self.dir.join(name);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(HostLocalError::io(format!("stat {}", path.display()), e)),
+        };
+        let same = |ip: &IpAddr| {
+            fs::symlink_metadata(self.ip_path(*ip))
+                .is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev())
+        };
+        let mut buf = [0u8; 2048];
+        match rustix::fs::getxattr(&path, IPS_XATTR, &mut buf[..]) {
+            Ok(n) => Ok(String::from_utf8_lossy(&buf[..n])
+                .split(',')
+                .filter_map(|s| s.parse().ok())
+                .filter(same)
+                .collect()),
+            // No xattr support (or none written): the listing's inode
+            // numbers tell which names are links of this inode.
+            Err(_) => {
+                let rd = fs::read_dir(&self.dir)
+                    .map_err(|e| HostLocalError::io(format!("list {}", self.dir.display()), e))?;
+                Ok(rd
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.ino() == meta.ino())
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect())
+            }
         }
     }
 
-    /// Records the addresses an attachment holds.
+    /// Records that the attachment owning `owner` holds `ips`: the address
+    /// list goes into the inode's xattr, and the index name becomes one more
+    /// link of the inode.
     ///
     /// # Errors
-    /// The index file cannot be written.
-    pub fn index(&self, container_id: &str, ifname: &str, ips: &[IpAddr]) -> Result<()> {
+    /// The index link cannot be made.
+    pub fn index(
+        &self,
+        owner: &OwnerFile,
+        container_id: &str,
+        ifname: &str,
+        ips: &[IpAddr],
+    ) -> Result<()> {
         let Some(name) = Self::attachment_name(container_id, ifname) else {
             return Ok(());
         };
-        let mut text = String::from("# k8s-shims host-local attachment index\n");
-        for ip in ips {
-            text.push_str(&ip.to_string());
-            text.push('\n');
+        let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        // Best effort: without it, `indexed` falls back to the listing.
+        let _ = rustix::fs::fsetxattr(
+            &owner.file,
+            IPS_XATTR,
+            list.join(",").as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        );
+        let target = self.dir.join(name);
+        for _ in 0..2 {
+            match self.link_owner(owner, &target) {
+                Err(Errno::EEXIST) => {
+                    // A stale index (its addresses were released elsewhere).
+                    let _ = fs::remove_file(&target);
+                }
+                Ok(()) => return Ok(()),
+                Err(e) => return Err(HostLocalError::io(format!("link {}", target.display()), e)),
+            }
         }
-        self.overwrite(&name, text.as_bytes())
+        Ok(())
     }
 
     /// Forgets an attachment's index entry.
