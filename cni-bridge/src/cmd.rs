@@ -1,0 +1,859 @@
+//! One function per CNI command; orchestration only. The order of ADD
+//! follows the reference (section 3.2 of our notes, HEAD variant), with a
+//! rollback the reference lacks: an ADD that fails after the veth exists
+//! removes it, its masquerade and spoof-check rules, and its IPAM lease.
+
+use crate::config::{self, BridgeConf, MasqBackend};
+use crate::error::BridgeError;
+use crate::masq;
+use crate::netlink::{Link, Netlink, RouteSpec, VethSpec};
+use crate::netns::{NetNs, NetnsError};
+use crate::spoofcheck;
+use crate::sysctl;
+use cni_spec::env::Command;
+use cni_spec::json::Obj;
+use cni_spec::{delegate, CniResult, Interface, Request, Route};
+use ipnetwork::IpNetwork;
+use nix::errno::Errno;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+type Result<T, E = BridgeError> = std::result::Result<T, E>;
+
+fn nl(context: impl Into<String>) -> impl FnOnce(crate::netlink::NetlinkError) -> BridgeError {
+    BridgeError::netlink(context)
+}
+
+/// `veth` + 8 random hex digits, like the reference's host-side names.
+fn random_veth_name() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("veth{:08x}", h.finish() as u32)
+}
+
+/// Creates or reuses the bridge and returns it, up.
+fn ensure_bridge(host: &mut Netlink, conf: &BridgeConf) -> Result<Link> {
+    let name = &conf.bridge;
+    let fail = |m: String| BridgeError::Other(format!("failed to create bridge {name:?}: {m}"));
+    let vlan_filtering = conf.vlan != 0 || !conf.vlan_trunk.is_empty();
+    let missing = host
+        .link_by_name(name)
+        .map_err(nl("look up bridge"))?
+        .is_none();
+    if missing {
+        host.create_bridge(name, conf.mtu, vlan_filtering)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let br = host
+        .link_by_name(name)
+        .map_err(nl("look up bridge"))?
+        .ok_or_else(|| fail("vanished after creation".into()))?;
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(fail(format!("{name:?} already exists but is not a bridge")));
+    }
+    if missing {
+        // Pin the random MAC the kernel gave the new bridge before any port
+        // joins: otherwise it follows the lowest port MAC and changes as pods
+        // come and go (cni#285, plugins#60).
+        host.set_mac(br.index, &br.mac)
+            .map_err(|e| fail(format!("could not set bridge's mac: {e}")))?;
+    }
+    if conf.promisc {
+        host.set_promisc(br.index)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let _ = sysctl::write(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
+    if !br.up {
+        host.set_up(br.index).map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(br)
+}
+
+/// What ADD has done so far, undone in reverse on failure.
+#[derive(Debug, Default)]
+struct Undo {
+    host_veth: Option<u32>,
+    ipam: bool,
+    spoof: bool,
+    masq: bool,
+}
+
+/// ADD.
+///
+/// # Errors
+/// Configuration, namespace, kernel, IPAM or firewall failures; nothing
+/// created by this ADD is left behind.
+pub fn add(req: &Request) -> Result<CniResult> {
+    let conf = config::load(req)?;
+    let home = NetNs::current()?;
+    let mut host = Netlink::open().map_err(nl("open netlink"))?;
+    let br = ensure_bridge(&mut host, &conf)?;
+    let ctr_ns = NetNs::open(Path::new(&req.netns))?;
+    let mut ctr = ctr_ns
+        .run(&home, Netlink::open)?
+        .map_err(nl("open netlink in the container namespace"))?;
+    if ctr
+        .link_by_name(&req.ifname)
+        .map_err(nl("look up the container interface"))?
+        .is_some()
+    {
+        return Err(BridgeError::Other(format!(
+            "container veth name provided ({}) already exists",
+            req.ifname
+        )));
+    }
+    let mut undo = Undo::default();
+    match add_attached(
+        req, &conf, &home, &mut host, &mut ctr, &ctr_ns, br, &mut undo,
+    ) {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            rollback(req, &conf, &mut host, &undo);
+            Err(e)
+        }
+    }
+}
+
+fn rollback(req: &Request, conf: &BridgeConf, host: &mut Netlink, undo: &Undo) {
+    if undo.masq {
+        let _ = masq::iptables_teardown(&req.name, &req.container_id);
+        let _ = masq::nft_teardown(&req.name, &req.ifname, &req.container_id);
+    }
+    if undo.spoof {
+        let _ = spoofcheck::teardown(&req.container_id, &req.ifname);
+    }
+    if undo.ipam {
+        if let Some(t) = &conf.ipam_type {
+            let _ = delegate::call(t, Command::Del, req);
+        }
+    }
+    if let Some(index) = undo.host_veth {
+        // Deleting one end removes the pair.
+        let _ = host.del_link(index);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_attached(
+    req: &Request,
+    conf: &BridgeConf,
+    home: &NetNs,
+    host: &mut Netlink,
+    ctr: &mut Netlink,
+    ctr_ns: &NetNs,
+    br: Link,
+    undo: &mut Undo,
+) -> Result<CniResult> {
+    // The veth, its peer created directly in the container namespace.
+    let mut host_name = random_veth_name();
+    let mut attempts = 0;
+    loop {
+        let spec = VethSpec {
+            host_name: &host_name,
+            peer_name: &req.ifname,
+            peer_netns: std::os::fd::AsFd::as_fd(ctr_ns),
+            mtu: conf.mtu,
+            peer_mac: conf.mac.map(|m| m.to_vec()),
+        };
+        match host.create_veth(&spec) {
+            Ok(()) => break,
+            Err(e) if e.errno() == Some(Errno::EEXIST) && attempts < 10 => {
+                // Either name may be taken; the container's was checked, so
+                // it is the host side: try another.
+                attempts += 1;
+                host_name = random_veth_name();
+            }
+            Err(e) => return Err(BridgeError::Other(format!("failed to create veth: {e}"))),
+        }
+    }
+    let hv = host
+        .link_by_name(&host_name)
+        .map_err(nl("look up the host veth"))?
+        .ok_or_else(|| BridgeError::Other(format!("host veth {host_name} vanished")))?;
+    undo.host_veth = Some(hv.index);
+    host.set_up(hv.index)
+        .map_err(nl(format!("set {host_name} up")))?;
+    let _ = sysctl::write(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
+    host.set_master(hv.index, br.index).map_err(nl(format!(
+        "failed to connect {host_name} to bridge {}",
+        conf.bridge
+    )))?;
+    host.set_port_flags(hv.index, conf.hairpin, conf.port_isolation.then_some(true))
+        .map_err(nl(format!("failed to set port flags of {host_name}")))?;
+    setup_vlans(host, conf, hv.index)?;
+
+    let ci = ctr
+        .link_by_name(&req.ifname)
+        .map_err(nl("look up the container interface"))?
+        .ok_or_else(|| {
+            BridgeError::Other(format!("container interface {} vanished", req.ifname))
+        })?;
+    let mut result = CniResult {
+        interfaces: vec![
+            Interface {
+                name: conf.bridge.clone(),
+                mac: br.mac_text(),
+                ..Interface::default()
+            },
+            Interface {
+                name: host_name.clone(),
+                mac: hv.mac_text(),
+                ..Interface::default()
+            },
+            Interface {
+                name: req.ifname.clone(),
+                mac: ci.mac_text(),
+                sandbox: req.netns.clone(),
+                ..Interface::default()
+            },
+        ],
+        ..CniResult::default()
+    };
+    if conf.mac_spoof_check {
+        undo.spoof = true;
+        spoofcheck::setup(&req.container_id, &req.ifname, &host_name, &ci.mac_text())
+            .map_err(BridgeError::Other)?;
+    }
+
+    let mut ipam_dns = None;
+    if let Some(ipam_type) = &conf.ipam_type {
+        let (ipam, _) = delegate::add(ipam_type, req).map_err(BridgeError::Delegate)?;
+        undo.ipam = true;
+        if ipam.ips.is_empty() {
+            return Err(BridgeError::Other(
+                "IPAM plugin returned missing IP config".into(),
+            ));
+        }
+        ipam_dns = Some(ipam.dns.clone());
+        result.ips = ipam.ips;
+        result.routes = ipam.routes;
+        let gateways = calc_gateways(conf, &mut result);
+        configure_container(conf, req, home, ctr_ns, ctr, ci.index, &result)?;
+        if conf.is_gateway {
+            for gw in &gateways {
+                ensure_addr(host, &br, *gw, conf.force_address)?;
+            }
+            if gateways.iter().any(IpNetwork::is_ipv4) {
+                sysctl::ensure("net/ipv4/ip_forward", "1")
+                    .map_err(|e| BridgeError::Other(format!("failed to enable forwarding: {e}")))?;
+            }
+            if gateways.iter().any(IpNetwork::is_ipv6) {
+                sysctl::ensure("net/ipv6/conf/all/forwarding", "1")
+                    .map_err(|e| BridgeError::Other(format!("failed to enable forwarding: {e}")))?;
+            }
+        }
+        if conf.ip_masq {
+            undo.masq = true;
+            let ips: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
+            setup_masq(conf, req, &ips)?;
+        }
+    } else if !conf.disable_container_interface {
+        ctr.set_up(ci.index)
+            .map_err(nl(format!("failed to set {:?} up", req.ifname)))?;
+    }
+
+    if !conf.disable_container_interface {
+        wait_port_forwarding(host, hv.index)?;
+    }
+    // Both MACs may have changed since: the bridge's when it got its first
+    // port or an address, the host veth's after enslaving (plugins#805).
+    if let Some(l) = host
+        .link_by_index(hv.index)
+        .map_err(nl("look up the host veth"))?
+    {
+        result.interfaces[1].mac = l.mac_text();
+    }
+    if let Some(l) = host
+        .link_by_index(br.index)
+        .map_err(nl("look up the bridge"))?
+    {
+        result.interfaces[0].mac = l.mac_text();
+    }
+    // HEAD semantics: the IPAM's DNS unless the configuration sets one.
+    result.dns = if !conf.dns.is_empty() {
+        conf.dns.clone()
+    } else {
+        ipam_dns.unwrap_or_default()
+    };
+    Ok(result)
+}
+
+fn setup_masq(conf: &BridgeConf, req: &Request, ips: &[IpNetwork]) -> Result<()> {
+    let backend = conf.ip_masq_backend.unwrap_or_else(|| {
+        if crate::tools::find("iptables-restore").is_none() && crate::tools::find("nft").is_some() {
+            MasqBackend::Nftables
+        } else {
+            MasqBackend::Iptables
+        }
+    });
+    match backend {
+        MasqBackend::Iptables => masq::iptables_setup(&req.name, &req.container_id, ips),
+        MasqBackend::Nftables => masq::nft_setup(&req.name, &req.ifname, &req.container_id, ips),
+    }
+    .map_err(|e| BridgeError::Other(format!("failed to set up IP masquerade: {e}")))
+}
+
+fn setup_vlans(host: &mut Netlink, conf: &BridgeConf, port: u32) -> Result<()> {
+    if conf.vlan == 0 && conf.vlan_trunk.is_empty() {
+        return Ok(());
+    }
+    let fail =
+        |m: String| BridgeError::Other(format!("failed to setup vlan tag on interface: {m}"));
+    if !conf.preserve_default_vlan {
+        host.del_port_vlan(port, 1)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    if conf.vlan != 0 {
+        host.add_port_vlan(port, conf.vlan, true)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    for v in &conf.vlan_trunk {
+        host.add_port_vlan(port, *v, false)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    if conf.vlan == 0 && conf.preserve_default_vlan {
+        host.add_port_vlan(port, 1, true)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Fills `interface` and missing gateways, adds default routes for
+/// `isDefaultGateway`, and returns the gateway addresses for the bridge.
+fn calc_gateways(conf: &BridgeConf, result: &mut CniResult) -> Vec<IpNetwork> {
+    let mut gateways = Vec::new();
+    let mut defaulted: HashSet<bool> = HashSet::new();
+    for i in 0..result.ips.len() {
+        let ip = &mut result.ips[i];
+        ip.interface = Some(2);
+        let v4 = ip.address.is_ipv4();
+        if ip.gateway.is_none() && conf.is_gateway {
+            let net = crate::range_first(ip.address);
+            ip.gateway = Some(net);
+        }
+        let Some(gw) = ip.gateway else { continue };
+        if conf.is_default_gateway && !defaulted.contains(&v4) {
+            defaulted.insert(v4);
+            let is_default = |r: &Route| r.dst.prefix() == 0 && r.dst.is_ipv4() == v4;
+            if !result
+                .routes
+                .iter()
+                .any(|r| is_default(r) && r.gw.is_some())
+            {
+                // An IPAM default route without a gateway takes ours
+                // instead of becoming a second, conflicting default route
+                // (the reference fails with "file exists" there).
+                match result.routes.iter_mut().find(|r| is_default(r)) {
+                    Some(r) => r.gw = Some(gw),
+                    None => {
+                        let any = if v4 {
+                            IpNetwork::new(IpAddr::from([0, 0, 0, 0]), 0)
+                        } else {
+                            IpNetwork::new(IpAddr::from([0u16; 8]), 0)
+                        };
+                        if let Ok(dst) = any {
+                            result.routes.push(Route::new(dst, Some(gw)));
+                        }
+                    }
+                }
+            }
+        }
+        if conf.is_gateway {
+            if let Ok(n) = IpNetwork::new(gw, ip.address.prefix()) {
+                gateways.push(n);
+            }
+        }
+    }
+    gateways
+}
+
+/// Addresses, sysctls, link up and routes inside the container.
+fn configure_container(
+    conf: &BridgeConf,
+    req: &Request,
+    home: &NetNs,
+    ctr_ns: &NetNs,
+    ctr: &mut Netlink,
+    index: u32,
+    result: &CniResult,
+) -> Result<()> {
+    let ifname = &req.ifname;
+    let has_v6 = result.ips.iter().any(|i| i.address.is_ipv6());
+    ctr_ns.run(home, || {
+        let v6 = format!("net/ipv6/conf/{ifname}");
+        if conf.enable_dad {
+            let _ = sysctl::write(&format!("{v6}/enhanced_dad"), "1");
+            let _ = sysctl::write(&format!("{v6}/accept_dad"), "1");
+        } else {
+            let _ = sysctl::write(&format!("{v6}/accept_dad"), "0");
+        }
+        let _ = sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
+        if has_v6 {
+            for dev in ["lo", ifname.as_str()] {
+                let _ = sysctl::ensure(&format!("net/ipv6/conf/{dev}/disable_ipv6"), "0");
+            }
+            let _ = sysctl::write(&format!("{v6}/keep_addr_on_down"), "1");
+        }
+    })?;
+    for ip in &result.ips {
+        ctr.add_addr(index, ip.address).map_err(|e| {
+            BridgeError::Other(format!(
+                "failed to add IP addr {} to {ifname:?}: {e}",
+                ip.address
+            ))
+        })?;
+    }
+    ctr.set_up(index)
+        .map_err(nl(format!("failed to set {ifname:?} up")))?;
+    if conf.enable_dad && has_v6 {
+        settle_addresses(ctr, index, ifname)?;
+    }
+    let gw_of = |v4: bool| {
+        result
+            .ips
+            .iter()
+            .find(|i| i.address.is_ipv4() == v4)
+            .and_then(|i| i.gateway)
+    };
+    for r in &result.routes {
+        let gw = r.gw.or_else(|| gw_of(r.dst.is_ipv4()));
+        let mut spec = RouteSpec::new(r.dst, gw, index);
+        spec.priority = r.priority.and_then(|v| u32::try_from(v).ok());
+        spec.table = r.table.and_then(|v| u32::try_from(v).ok());
+        spec.scope = r.scope.and_then(|v| u8::try_from(v).ok());
+        spec.mtu = r.mtu.and_then(|v| u32::try_from(v).ok());
+        spec.advmss = r.advmss.and_then(|v| u32::try_from(v).ok());
+        ctr.add_route(&spec).map_err(|e| {
+            let via = gw.map(|g| format!(" via {g}")).unwrap_or_default();
+            BridgeError::Other(format!(
+                "failed to add route '{}{via} dev {ifname}': {e}",
+                r.dst
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Waits (5 s at most) until no IPv6 address is tentative; fails on a
+/// duplicate address.
+fn settle_addresses(ctr: &mut Netlink, index: u32, ifname: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let addrs = ctr
+            .addrs(index, Some(false))
+            .map_err(nl("list container addresses"))?;
+        if let Some(a) = addrs.iter().find(|a| a.dad_failed) {
+            return Err(BridgeError::Other(format!(
+                "{ifname}: duplicate address detection failed for {}",
+                a.net
+            )));
+        }
+        if !addrs.iter().any(|a| a.tentative) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BridgeError::Other(format!(
+                "{ifname}: addresses still tentative after 5s"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the host port is operationally up (the bridge forwards on
+/// it only then; plugins#468), polling briefly rather than sleeping.
+fn wait_port_forwarding(host: &mut Netlink, index: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let l = host
+            .link_by_index(index)
+            .map_err(nl("look up the host veth"))?;
+        if l.as_ref().is_some_and(|l| l.oper_up) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BridgeError::Other(format!(
+                "bridge port in error state: {}",
+                if l.is_some() { "down" } else { "gone" }
+            )));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Puts a gateway address on the bridge (section 3.3 of our notes).
+fn ensure_addr(host: &mut Netlink, br: &Link, gw: IpNetwork, force: bool) -> Result<()> {
+    let name = &br.name;
+    let fail = |m: String| BridgeError::Other(format!("failed to set bridge addr: {m}"));
+    let existing = host
+        .addrs(br.index, Some(gw.is_ipv4()))
+        .map_err(|e| fail(format!("could not get list of IP addresses: {e}")))?;
+    if existing
+        .iter()
+        .any(|a| a.net.ip() == gw.ip() && a.net.prefix() == gw.prefix())
+    {
+        return Ok(());
+    }
+    for a in &existing {
+        let conflicts = gw.is_ipv4()
+            || (a.global && (a.net.contains(gw.network()) || gw.contains(a.net.network())));
+        if !conflicts {
+            continue;
+        }
+        if !force {
+            return Err(fail(format!(
+                "{name:?} already has an IP address different from {gw}"
+            )));
+        }
+        host.del_addr(br.index, a.net)
+            .map_err(|e| fail(format!("could not remove IP address from {name:?}: {e}")))?;
+    }
+    match host.add_addr(br.index, gw) {
+        Err(e) if e.errno() != Some(Errno::EEXIST) => {
+            return Err(fail(format!(
+                "could not add IP address {gw} to {name:?}: {e}"
+            )))
+        }
+        _ => {}
+    }
+    // Pin the bridge MAC so it stops following the lowest port's (cni#285).
+    if let Some(cur) = host
+        .link_by_index(br.index)
+        .map_err(nl("look up the bridge"))?
+    {
+        host.set_mac(br.index, &cur.mac)
+            .map_err(|e| fail(format!("could not set bridge's mac: {e}")))?;
+    }
+    Ok(())
+}
+
+/// DEL: removes the container interface (if the namespace still exists),
+/// releases the IPAM lease, and removes masquerade and spoof-check rules by
+/// name, so nothing leaks when the namespace is gone or `CNI_NETNS` is
+/// empty (the reference leaks the rules there; plugins#810).
+///
+/// # Errors
+/// The IPAM plugin's error, after every local cleanup; a `CNI_NETNS` that is
+/// not a namespace.
+pub fn del(req: &Request) -> Result<()> {
+    let conf = config::load(req)?;
+    if !req.netns.is_empty() {
+        match NetNs::open(Path::new(&req.netns)) {
+            Ok(ns) => {
+                let home = NetNs::current()?;
+                let mut ctr = ns
+                    .run(&home, Netlink::open)?
+                    .map_err(nl("open netlink in the container namespace"))?;
+                if let Some(l) = ctr
+                    .link_by_name(&req.ifname)
+                    .map_err(nl("look up the container interface"))?
+                {
+                    match ctr.del_link(l.index) {
+                        Err(e) if e.errno() != Some(Errno::ENODEV) => {
+                            return Err(BridgeError::Other(format!(
+                                "failed to delete {:?}: {e}",
+                                req.ifname
+                            )))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(NetnsError::Missing { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut first_err = None;
+    if let Some(t) = &conf.ipam_type {
+        if let Err(e) = delegate::call(t, Command::Del, req) {
+            first_err = Some(BridgeError::Delegate(e));
+        }
+    }
+    if conf.mac_spoof_check {
+        if let Err(e) = spoofcheck::teardown(&req.container_id, &req.ifname) {
+            eprintln!("bridge: mac spoof check teardown: {e}");
+        }
+    }
+    if conf.ipam_type.is_some() && conf.ip_masq {
+        let a = masq::iptables_teardown(&req.name, &req.container_id);
+        let b = masq::nft_teardown(&req.name, &req.ifname, &req.container_id);
+        for e in [a.err(), b.err()].into_iter().flatten() {
+            if first_err.is_none() {
+                first_err = Some(BridgeError::Other(format!(
+                    "failed to tear down IP masquerade: {e}"
+                )));
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// CHECK (section 3.8 of our notes). An L2 network does not delegate to a
+/// nonexistent IPAM plugin (the reference fails with `no plugin name
+/// provided`), and masquerade rules are checked too.
+///
+/// # Errors
+/// The first thing found wrong.
+pub fn check(req: &Request) -> Result<()> {
+    let conf = config::load(req)?;
+    let home = NetNs::current()?;
+    let ctr_ns = NetNs::open(Path::new(&req.netns))?;
+    if let Some(t) = &conf.ipam_type {
+        delegate::call(t, Command::Check, req).map_err(BridgeError::Delegate)?;
+    }
+    let prev = conf
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| BridgeError::Other("Required prevResult missing".into()))?;
+    let other = |m: String| BridgeError::Other(m);
+    let mut host = Netlink::open().map_err(nl("open netlink"))?;
+    let br_entry = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == conf.bridge)
+        .ok_or_else(|| {
+            other(format!(
+                "CNI created bridge {} in host namespace was not found",
+                conf.bridge
+            ))
+        })?;
+    let br = host
+        .link_by_name(&br_entry.name)
+        .map_err(nl("look up the bridge"))?
+        .ok_or_else(|| other(format!("Interface name {} not found", br_entry.name)))?;
+    if !br_entry.sandbox.is_empty() {
+        return Err(other(format!(
+            "Interface {} should not be in sandbox",
+            br.name
+        )));
+    }
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(other(format!(
+            "Interface {} does not have link type of bridge",
+            br.name
+        )));
+    }
+    if !br_entry.mac.is_empty() && !br_entry.mac.eq_ignore_ascii_case(&br.mac_text()) {
+        return Err(other(format!(
+            "Bridge interface {} Mac doesn't match: {}",
+            br.name, br_entry.mac
+        )));
+    }
+    if (br.promiscuity > 0) != conf.promisc {
+        return Err(other(format!(
+            "Bridge interface {} configured Promisc Mode {} doesn't match current state: {} ",
+            br.name,
+            conf.promisc,
+            br.promiscuity > 0
+        )));
+    }
+    let ctr_entry = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == req.ifname && i.sandbox == req.netns);
+    let sandbox = ctr_entry.map(|i| i.sandbox.clone()).unwrap_or_default();
+    if sandbox != req.netns {
+        return Err(other(format!(
+            "Sandbox in prevResult {sandbox} doesn't match configured netns: {}",
+            req.netns
+        )));
+    }
+    let ctr_entry = ctr_entry.ok_or_else(|| {
+        other(format!(
+            "CNI created interface in container {} not found",
+            req.ifname
+        ))
+    })?;
+    let mut ctr = ctr_ns
+        .run(&home, Netlink::open)?
+        .map_err(nl("open netlink in the container namespace"))?;
+    let ci = ctr
+        .link_by_name(&req.ifname)
+        .map_err(nl("look up the container interface"))?
+        .ok_or_else(|| {
+            other(format!(
+                "CNI created interface in container {} not found",
+                req.ifname
+            ))
+        })?;
+    if ci.kind.as_deref() != Some("veth") {
+        return Err(other(format!(
+            "Error: Container interface {} not of type veth",
+            ci.name
+        )));
+    }
+    let peer = ci.peer_index.ok_or_else(|| {
+        other(format!(
+            "Unable to obtain veth peer index for veth {}",
+            ci.name
+        ))
+    })?;
+    if !ctr_entry.mac.is_empty() && !ctr_entry.mac.eq_ignore_ascii_case(&ci.mac_text()) {
+        return Err(other(format!(
+            "Interface {} Mac {} doesn't match container Mac: {}",
+            ci.name,
+            ctr_entry.mac,
+            ci.mac_text()
+        )));
+    }
+    let mut found_veth = false;
+    for entry in prev
+        .interfaces
+        .iter()
+        .filter(|i| i.sandbox.is_empty() && i.name != conf.bridge)
+    {
+        let Some(l) = host
+            .link_by_name(&entry.name)
+            .map_err(nl("look up a host veth"))?
+        else {
+            continue;
+        };
+        if l.kind.as_deref() != Some("veth") || l.index != peer || l.master != Some(br.index) {
+            continue;
+        }
+        found_veth = true;
+        if !entry.mac.is_empty() && !entry.mac.eq_ignore_ascii_case(&l.mac_text()) {
+            return Err(other(format!(
+                "Interface {} Mac doesn't match: {} not found",
+                entry.name, entry.mac
+            )));
+        }
+    }
+    if !found_veth {
+        return Err(other(format!(
+            "CNI veth created for bridge {} was not found",
+            conf.bridge
+        )));
+    }
+    let addrs = ctr
+        .addrs(ci.index, None)
+        .map_err(nl("list container addresses"))?;
+    for ip in &prev.ips {
+        if !addrs
+            .iter()
+            .any(|a| a.net.ip() == ip.address.ip() && a.net.prefix() == ip.address.prefix())
+        {
+            return Err(other(format!(
+                "Failed to match addr {} on interface {}",
+                ip.address, req.ifname
+            )));
+        }
+    }
+    for fam in [true, false] {
+        let routes: Vec<&Route> = prev
+            .routes
+            .iter()
+            .filter(|r| r.dst.is_ipv4() == fam)
+            .collect();
+        if routes.is_empty() {
+            continue;
+        }
+        let installed = ctr.routes(fam).map_err(nl("list container routes"))?;
+        for r in routes {
+            let ok = installed.iter().any(|i| {
+                i.dst.prefix() == r.dst.prefix()
+                    && i.dst.network() == r.dst.network()
+                    && r.gw.is_none_or(|g| i.gw == Some(g))
+            });
+            if !ok {
+                let gw = r.gw.map(|g| format!(" GW:{g}")).unwrap_or_default();
+                return Err(other(format!(
+                    "Expected Route {{Dst:{}{gw}}} not found in routing table",
+                    r.dst
+                )));
+            }
+        }
+    }
+    if conf.ip_masq && !prev.ips.is_empty() {
+        let ips: Vec<IpNetwork> = prev.ips.iter().map(|i| i.address).collect();
+        let backend_nft = conf.ip_masq_backend == Some(MasqBackend::Nftables);
+        let r = if backend_nft {
+            masq::nft_check(&req.name, &req.ifname, &req.container_id, &ips)
+        } else {
+            masq::iptables_check(&req.name, &req.container_id, &ips)
+        };
+        r.map_err(other)?;
+    }
+    if conf.mac_spoof_check {
+        spoofcheck::check(&req.container_id, &req.ifname).map_err(other)?;
+    }
+    Ok(())
+}
+
+/// Reads `cni.dev/valid-attachments` (and `cni.dev/attachments`).
+fn valid_attachments(req: &Request) -> Result<HashSet<(String, String)>> {
+    let conf = req.conf();
+    let mut out = HashSet::new();
+    let mut any = false;
+    for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
+        let Some(list) = conf
+            .array(key)
+            .map_err(|e| BridgeError::Decode(e.to_string()))?
+        else {
+            continue;
+        };
+        any = true;
+        for (i, item) in list.iter().enumerate() {
+            let path = format!("{key}[{i}]");
+            let o = Obj::of(item, &path).map_err(|e| BridgeError::Decode(e.to_string()))?;
+            let s = |k: &str| -> Result<String> {
+                Ok(o.str(k)
+                    .map_err(|e| BridgeError::Decode(e.to_string()))?
+                    .unwrap_or_default()
+                    .to_string())
+            };
+            out.insert((s("containerID")?, s("ifname")?));
+        }
+    }
+    if !any {
+        return Err(BridgeError::Config(
+            "GC needs cni.dev/valid-attachments in the configuration".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// GC: forwards GC to IPAM, then removes masquerade rules of attachments
+/// not in the valid list (both backends). Keeps going past errors.
+///
+/// # Errors
+/// Every failure met, joined.
+pub fn gc(req: &Request) -> Result<()> {
+    let conf = config::load(req)?;
+    let valid = valid_attachments(req)?;
+    let mut errors = Vec::new();
+    if let Some(t) = &conf.ipam_type {
+        if let Err(e) = delegate::call(t, Command::Gc, req) {
+            errors.push(e.msg);
+        }
+    }
+    let ids: HashSet<String> = valid.iter().map(|(id, _)| id.clone()).collect();
+    if let Err(e) = masq::iptables_gc(&req.name, &ids) {
+        errors.push(e);
+    }
+    if let Err(e) = masq::nft_gc(&req.name, &valid) {
+        errors.push(e);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(BridgeError::Other(errors.join("; ")))
+    }
+}
+
+/// STATUS: the IPAM plugin's.
+///
+/// # Errors
+/// The IPAM plugin's error.
+pub fn status(req: &Request) -> Result<()> {
+    let conf = config::load(req)?;
+    if let Some(t) = &conf.ipam_type {
+        delegate::call(t, Command::Status, req).map_err(BridgeError::Delegate)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! Addresses: list, add, delete.
+
+use super::{Netlink, Result};
+use ipnetwork::IpNetwork;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use std::net::IpAddr;
+
+/// An address on a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrInfo {
+    /// Address and prefix.
+    pub net: IpNetwork,
+    /// Scope is global (not link-local or host).
+    pub global: bool,
+    /// Still in duplicate address detection.
+    pub tentative: bool,
+    /// Duplicate address detection failed.
+    pub dad_failed: bool,
+}
+
+fn family(v4: bool) -> AddressFamily {
+    if v4 {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+fn addr_msg(index: u32, net: IpNetwork) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = family(net.is_ipv4());
+    m.header.prefix_len = net.prefix();
+    m.header.index = index;
+    m.attributes.push(AddressAttribute::Local(net.ip()));
+    m.attributes.push(AddressAttribute::Address(net.ip()));
+    m
+}
+
+impl Netlink {
+    /// `ip addr show dev <index>`, one family or both.
+    ///
+    /// # Errors
+    /// The dump fails.
+    pub fn addrs(&mut self, index: u32, v4: Option<bool>) -> Result<Vec<AddrInfo>> {
+        let mut req = AddressMessage::default();
+        req.header.index = index;
+        if let Some(v4) = v4 {
+            req.header.family = family(v4);
+        }
+        let replies = self.dump(
+            || format!("list addresses of {index}"),
+            RouteNetlinkMessage::GetAddress(req),
+        )?;
+        let mut out = Vec::new();
+        for r in replies {
+            let RouteNetlinkMessage::NewAddress(m) = r else {
+                continue;
+            };
+            if m.header.index != index {
+                continue;
+            }
+            let mut ip: Option<IpAddr> = None;
+            let mut flags = AddressFlags::empty();
+            for a in &m.attributes {
+                match a {
+                    AddressAttribute::Local(x) => ip = Some(*x),
+                    AddressAttribute::Address(x) if ip.is_none() => ip = Some(*x),
+                    AddressAttribute::Flags(f) => flags = *f,
+                    _ => {}
+                }
+            }
+            let Some(ip) = ip else { continue };
+            if v4.is_some_and(|v| v != ip.is_ipv4()) {
+                continue;
+            }
+            let Ok(net) = IpNetwork::new(ip, m.header.prefix_len) else {
+                continue;
+            };
+            out.push(AddrInfo {
+                net,
+                global: m.header.scope == AddressScope::Universe,
+                tentative: flags.contains(AddressFlags::Tentative),
+                dad_failed: flags.contains(AddressFlags::Dadfailed),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `ip addr add <net> dev <index>`.
+    ///
+    /// # Errors
+    /// The kernel refuses (`EEXIST` when present).
+    pub fn add_addr(&mut self, index: u32, net: IpNetwork) -> Result<()> {
+        self.ack(
+            || format!("add address {net} to {index}"),
+            RouteNetlinkMessage::NewAddress(addr_msg(index, net)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// `ip addr del <net> dev <index>`.
+    ///
+    /// # Errors
+    /// The kernel refuses.
+    pub fn del_addr(&mut self, index: u32, net: IpNetwork) -> Result<()> {
+        self.ack(
+            || format!("delete address {net} from {index}"),
+            RouteNetlinkMessage::DelAddress(addr_msg(index, net)),
+            0,
+        )
+    }
+}

@@ -1,0 +1,122 @@
+//! Network namespaces: open one by path, run a closure inside it and come
+//! back. The switch is per thread and never spans an `.await` (the plugin has
+//! no async runtime at all).
+
+use nix::sched::{setns, CloneFlags};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+
+/// A namespace problem; texts follow the reference.
+#[derive(Debug, Error)]
+pub enum NetnsError {
+    /// The path does not exist.
+    #[error("failed to open netns {path:?}: failed to Statfs {path:?}: no such file or directory")]
+    Missing {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The path exists but is not a network namespace.
+    #[error("unknown FS magic on {path:?}: {magic:x}")]
+    NotNetns {
+        /// The path.
+        path: PathBuf,
+        /// Its filesystem magic.
+        magic: i64,
+    },
+    /// Opening or switching failed.
+    #[error("failed to {op} netns {path:?}: {errno}")]
+    Sys {
+        /// What was attempted.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        errno: nix::errno::Errno,
+    },
+}
+
+/// An open network namespace.
+#[derive(Debug)]
+pub struct NetNs {
+    file: File,
+    path: PathBuf,
+}
+
+impl NetNs {
+    /// Opens the namespace at `path` (a bind mount or `/proc/<pid>/ns/net`).
+    ///
+    /// # Errors
+    /// Missing path, a path that is not a namespace, or an open failure.
+    pub fn open(path: &Path) -> Result<NetNs, NetnsError> {
+        let file = File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => NetnsError::Missing {
+                path: path.to_path_buf(),
+            },
+            _ => NetnsError::Sys {
+                op: "open",
+                path: path.to_path_buf(),
+                errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+            },
+        })?;
+        let st = nix::sys::statfs::fstatfs(&file).map_err(|errno| NetnsError::Sys {
+            op: "statfs",
+            path: path.to_path_buf(),
+            errno,
+        })?;
+        let magic = st.filesystem_type().0 as i64;
+        if magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC {
+            return Err(NetnsError::NotNetns {
+                path: path.to_path_buf(),
+                magic,
+            });
+        }
+        Ok(NetNs {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The namespace the calling thread is in.
+    ///
+    /// # Errors
+    /// `/proc/thread-self/ns/net` cannot be opened.
+    pub fn current() -> Result<NetNs, NetnsError> {
+        NetNs::open(Path::new("/proc/thread-self/ns/net"))
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the calling thread inside this namespace, then returns
+    /// to `home`.
+    ///
+    /// # Errors
+    /// Entering fails. Failing to return is fatal: the process exits rather
+    /// than go on in the wrong namespace.
+    pub fn run<T>(&self, home: &NetNs, f: impl FnOnce() -> T) -> Result<T, NetnsError> {
+        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| NetnsError::Sys {
+            op: "enter",
+            path: self.path.clone(),
+            errno,
+        })?;
+        let out = f();
+        if let Err(e) = setns(home.file.as_fd(), CloneFlags::CLONE_NEWNET) {
+            eprintln!("bridge: cannot return to the host network namespace: {e}");
+            std::process::abort();
+        }
+        Ok(out)
+    }
+}
+
+impl AsFd for NetNs {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
