@@ -106,9 +106,17 @@ pub fn add(req: &Request) -> Result<CniResult> {
         )));
     }
     let mut undo = Undo::default();
-    match add_attached(
+    let attached = add_attached(
         req, &conf, &home, &mut host, &mut ctr, &ctr_ns, br, &mut undo,
-    ) {
+    )
+    // A result the requested version cannot express (0.2.0 without an
+    // address) fails here, while we can still undo; the reference leaves
+    // the veth behind.
+    .and_then(|r| match r.encode(req.version) {
+        Ok(_) => Ok(r),
+        Err(e) => Err(BridgeError::Other(e.msg)),
+    });
+    match attached {
         Ok(r) => Ok(r),
         Err(e) => {
             rollback(req, &conf, &mut host, &undo);
