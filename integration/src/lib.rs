@@ -12,6 +12,8 @@
 //!
 //! A missing binary is a hard failure (panic with a hint), never a skip.
 
+pub mod netns;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
