@@ -241,8 +241,21 @@ fn add_attached(
         let gateways = calc_gateways(conf, &mut result);
         configure_container(conf, req, home, ctr_ns, ctr, ci.index, &result)?;
         if conf.is_gateway {
+            // With a VLAN the gateway lives on `<bridge>.<vlan>`, shared by
+            // every pod of that VLAN (and, like the bridge, never removed).
+            let gw_link = if conf.vlan != 0 {
+                let l = ensure_vlan_interface(host, home, &br, conf)?;
+                result.interfaces.push(Interface {
+                    name: l.name.clone(),
+                    mac: l.mac_text(),
+                    ..Interface::default()
+                });
+                l
+            } else {
+                br.clone()
+            };
             for gw in &gateways {
-                ensure_addr(host, &br, *gw, conf.force_address)?;
+                ensure_addr(host, &gw_link, *gw, conf.force_address)?;
             }
             if gateways.iter().any(IpNetwork::is_ipv4) {
                 sysctl::ensure("net/ipv4/ip_forward", "1")
@@ -492,6 +505,60 @@ fn wait_port_forwarding(host: &mut Netlink, index: u32) -> Result<()> {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     }
+}
+
+/// The gateway interface of a VLAN: `<bridge>.<vlan>`, one end of a veth
+/// pair in the host whose other end is an untagged port of that VLAN.
+fn ensure_vlan_interface(
+    host: &mut Netlink,
+    home: &NetNs,
+    br: &Link,
+    conf: &BridgeConf,
+) -> Result<Link> {
+    let name = format!("{}.{}", conf.bridge, conf.vlan);
+    let fail = |m: String| BridgeError::Other(format!("failed to create vlan interface: {m}"));
+    if host
+        .link_by_name(&name)
+        .map_err(nl("look up the vlan interface"))?
+        .is_none()
+    {
+        let peer = random_veth_name();
+        host.create_veth(&VethSpec {
+            host_name: &name,
+            peer_name: &peer,
+            peer_netns: std::os::fd::AsFd::as_fd(home),
+            mtu: conf.mtu,
+            peer_mac: None,
+        })
+        .map_err(|e| fail(e.to_string()))?;
+        let p = host
+            .link_by_name(&peer)
+            .map_err(nl("look up the vlan interface peer"))?
+            .ok_or_else(|| fail(format!("{peer} vanished")))?;
+        let setup = |host: &mut Netlink| -> Result<()> {
+            host.set_up(p.index).map_err(|e| fail(e.to_string()))?;
+            host.set_master(p.index, br.index)
+                .map_err(|e| fail(e.to_string()))?;
+            if !conf.preserve_default_vlan {
+                host.del_port_vlan(p.index, 1)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            host.add_port_vlan(p.index, conf.vlan, true)
+                .map_err(|e| fail(e.to_string()))
+        };
+        if let Err(e) = setup(host) {
+            let _ = host.del_link(p.index);
+            return Err(e);
+        }
+    }
+    let l = host
+        .link_by_name(&name)
+        .map_err(nl("look up the vlan interface"))?
+        .ok_or_else(|| fail(format!("{name} vanished")))?;
+    if !l.up {
+        host.set_up(l.index).map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(l)
 }
 
 /// Puts a gateway address on the bridge (section 3.3 of our notes).
