@@ -1,0 +1,328 @@
+//! `cri-adapter`: the node's CRI layer. Detects or takes the chosen runtime
+//! (containerd or CRI-O), renders its configuration for this project's CNI
+//! plugins, seeds images without a registry, waits until the runtime is
+//! ready, and can serve a stable CRI socket in front of it.
+
+mod client;
+mod detect;
+mod endpoint;
+mod render;
+mod seed;
+mod serve;
+mod wait;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use endpoint::{default_socket, socket_path, Runtime, RuntimeChoice};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cri-adapter",
+    version,
+    about = "The node's CRI layer: containerd or CRI-O, prepared for k8s-shims"
+)]
+struct Cli {
+    /// Log filter (tracing env-filter syntax), also read from RUST_LOG.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Schema {
+    /// containerd 1.x (`version = 2`).
+    V2,
+    /// containerd 2.x (`version = 3`).
+    V3,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OomChoice {
+    /// Restrict when this host lacks CAP_SYS_RESOURCE.
+    Auto,
+    /// Always restrict.
+    True,
+    /// Never restrict.
+    False,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Probe the runtime sockets and report runtime name and version (CRI Version).
+    Detect {
+        /// containerd, cri-o, or auto (probe the known sockets).
+        #[arg(long, default_value = "auto")]
+        runtime: RuntimeChoice,
+        /// Endpoints to probe instead of the known sockets (unix:///path).
+        #[arg(long)]
+        endpoint: Vec<String>,
+        /// Seconds to wait for each endpoint.
+        #[arg(long, default_value_t = 2)]
+        timeout: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the runtime's configuration for this node (deterministic).
+    Render {
+        /// containerd or cri-o.
+        #[arg(long)]
+        runtime: Runtime,
+        /// containerd schema: v2 (containerd 1.x) or v3 (containerd 2.x).
+        #[arg(long, value_enum, default_value = "v2")]
+        containerd_schema: Schema,
+        /// CNI configuration directory.
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        cni_conf_dir: String,
+        /// CNI plugin directory; repeat for several (containerd 1.x takes one).
+        #[arg(long = "cni-bin-dir", default_value = "/opt/cni/bin")]
+        cni_bin_dirs: Vec<String>,
+        /// Sandbox (pause) image.
+        #[arg(long, default_value = "registry.k8s.io/pause:3.9")]
+        sandbox_image: String,
+        /// Clamp pod OOM scores (needed where CAP_SYS_RESOURCE is missing).
+        #[arg(long, value_enum, default_value = "auto")]
+        restrict_oom_score_adj: OomChoice,
+        /// Use the systemd cgroup driver.
+        #[arg(long)]
+        systemd_cgroup: bool,
+        /// containerd persistent state directory.
+        #[arg(long)]
+        root: Option<String>,
+        /// containerd runtime state directory.
+        #[arg(long)]
+        state: Option<String>,
+        /// containerd gRPC socket path.
+        #[arg(long)]
+        address: Option<String>,
+        /// Write here instead of stdout (atomically).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Block until CRI Version answers and Status reports RuntimeReady and NetworkReady.
+    Wait {
+        /// containerd or cri-o (selects the default endpoint).
+        #[arg(long, default_value = "containerd")]
+        runtime: Runtime,
+        /// The runtime endpoint (unix:///path); default: the runtime's socket.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Do not require NetworkReady (e.g. before the CNI config exists).
+        #[arg(long)]
+        no_network: bool,
+    },
+    /// Import OCI or docker image archives (plain or gzip) so the runtime has them without a registry.
+    Seed {
+        /// containerd or cri-o.
+        #[arg(long, default_value = "containerd")]
+        runtime: Runtime,
+        /// The runtime endpoint (unix:///path).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// containerd's native socket, when --endpoint is a proxy (default: --endpoint).
+        #[arg(long)]
+        containerd_socket: Option<PathBuf>,
+        /// containerd namespace.
+        #[arg(long, default_value = "k8s.io")]
+        namespace: String,
+        /// containerd snapshotter to unpack into.
+        #[arg(long, default_value = "overlayfs")]
+        snapshotter: String,
+        /// CRI-O: print the skopeo commands instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Archives to import.
+        #[arg(required = true)]
+        archives: Vec<PathBuf>,
+    },
+    /// Serve a stable CRI socket that forwards every call to the runtime.
+    Serve {
+        /// The socket to listen on (mode 0660; a stale one is replaced).
+        #[arg(long)]
+        listen: PathBuf,
+        /// The runtime endpoint (unix:///path); default: the runtime's socket.
+        #[arg(long)]
+        upstream: Option<String>,
+        /// containerd or cri-o (selects the default upstream).
+        #[arg(long, default_value = "containerd")]
+        runtime: Runtime,
+        /// Longest wait for a down runtime, for calls without a deadline (seconds).
+        #[arg(long, default_value_t = 60)]
+        max_wait: u64,
+    },
+}
+
+fn endpoint_or_default(endpoint: Option<&str>, rt: Runtime) -> Result<PathBuf> {
+    socket_path(endpoint.unwrap_or(default_socket(rt))).map_err(anyhow::Error::msg)
+}
+
+fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name()
+            .map(|f| f.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Detect {
+            runtime,
+            endpoint,
+            timeout,
+            json,
+        } => {
+            let d = detect::detect(runtime, &endpoint, Duration::from_secs(timeout)).await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let v = serde_json::json!({
+                    "runtime": d.runtime.to_string(),
+                    "endpoint": endpoint::endpoint_url(&d.socket),
+                    "runtimeName": d.name,
+                    "runtimeVersion": d.version,
+                    "runtimeApiVersion": d.api_version,
+                });
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(
+                    out,
+                    "{} {} at {} (CRI {})",
+                    d.runtime,
+                    d.version,
+                    endpoint::endpoint_url(&d.socket),
+                    d.api_version
+                )?;
+            }
+        }
+        Cmd::Render {
+            runtime,
+            containerd_schema,
+            cni_conf_dir,
+            cni_bin_dirs,
+            sandbox_image,
+            restrict_oom_score_adj,
+            systemd_cgroup,
+            root,
+            state,
+            address,
+            output,
+        } => {
+            let restrict = match restrict_oom_score_adj {
+                OomChoice::True => true,
+                OomChoice::False => false,
+                OomChoice::Auto => !render::has_cap_sys_resource(),
+            };
+            let text = render::render(&render::RenderInput {
+                runtime,
+                schema: match containerd_schema {
+                    Schema::V2 => render::ContainerdSchema::V2,
+                    Schema::V3 => render::ContainerdSchema::V3,
+                },
+                cni_conf_dir,
+                cni_bin_dirs,
+                sandbox_image,
+                restrict_oom_score_adj: restrict,
+                systemd_cgroup,
+                root,
+                state,
+                address,
+            })?;
+            match output {
+                Some(p) => write_atomically(&p, &text)?,
+                None => std::io::stdout().lock().write_all(text.as_bytes())?,
+            }
+        }
+        Cmd::Wait {
+            runtime,
+            endpoint,
+            timeout,
+            no_network,
+        } => {
+            let socket = endpoint_or_default(endpoint.as_deref(), runtime)?;
+            let require: &[&str] = if no_network {
+                &["RuntimeReady"]
+            } else {
+                &["RuntimeReady", "NetworkReady"]
+            };
+            wait::wait(&socket, require, Duration::from_secs(timeout)).await?;
+            tracing::info!(endpoint = %socket.display(), "runtime ready");
+            let _ = wait::sd_notify("READY=1");
+        }
+        Cmd::Seed {
+            runtime,
+            endpoint,
+            containerd_socket,
+            namespace,
+            snapshotter,
+            dry_run,
+            archives,
+        } => {
+            let socket = endpoint_or_default(endpoint.as_deref(), runtime)?;
+            let opts = seed::SeedOptions {
+                runtime,
+                cri_socket: socket.clone(),
+                containerd_socket: containerd_socket.unwrap_or(socket),
+                namespace,
+                snapshotter,
+                dry_run,
+            };
+            let mut out = std::io::stdout().lock();
+            for a in &archives {
+                for line in seed::seed(&opts, a).await? {
+                    writeln!(out, "{line}")?;
+                }
+            }
+        }
+        Cmd::Serve {
+            listen,
+            upstream,
+            runtime,
+            max_wait,
+        } => {
+            let up = endpoint_or_default(upstream.as_deref(), runtime)?;
+            let upstream = Arc::new(serve::Upstream::new(up, Duration::from_secs(max_wait)));
+            serve::serve(&listen, upstream).await?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cri-adapter: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cri-adapter: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
