@@ -11,7 +11,6 @@ use crate::netns::{NetNs, NetnsError};
 use crate::spoofcheck;
 use crate::sysctl;
 use cni_spec::env::Command;
-use cni_spec::json::Obj;
 use cni_spec::{delegate, CniResult, Interface, Request, Route};
 use ipnetwork::IpNetwork;
 use nix::errno::Errno;
@@ -860,37 +859,12 @@ pub fn check(req: &Request) -> Result<()> {
     Ok(())
 }
 
-/// Reads `cni.dev/valid-attachments` (and `cni.dev/attachments`).
 fn valid_attachments(req: &Request) -> Result<HashSet<(String, String)>> {
-    let conf = req.conf();
-    let mut out = HashSet::new();
-    let mut any = false;
-    for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
-        let Some(list) = conf
-            .array(key)
-            .map_err(|e| BridgeError::Decode(e.to_string()))?
-        else {
-            continue;
-        };
-        any = true;
-        for (i, item) in list.iter().enumerate() {
-            let path = format!("{key}[{i}]");
-            let o = Obj::of(item, &path).map_err(|e| BridgeError::Decode(e.to_string()))?;
-            let s = |k: &str| -> Result<String> {
-                Ok(o.str(k)
-                    .map_err(|e| BridgeError::Decode(e.to_string()))?
-                    .unwrap_or_default()
-                    .to_string())
-            };
-            out.insert((s("containerID")?, s("ifname")?));
-        }
-    }
-    if !any {
-        return Err(BridgeError::Config(
-            "GC needs cni.dev/valid-attachments in the configuration".into(),
-        ));
-    }
-    Ok(out)
+    req.valid_attachments()
+        .map_err(|e| BridgeError::Decode(e.to_string()))?
+        .ok_or_else(|| {
+            BridgeError::Config("GC needs cni.dev/valid-attachments in the configuration".into())
+        })
 }
 
 /// GC: forwards GC to IPAM, then removes masquerade rules of attachments

@@ -1,26 +1,8 @@
 //! The `host-local` binary: everything it needs arrives in `CNI_*` variables
 //! and on stdin (see the README); `--help` and `--version` are for people.
 
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    if let Some(arg) = args.next() {
-        let text = match arg.as_str() {
-            "--version" | "-V" => {
-                format!("bridge (k8s-shims) {}\n", cni_bridge::INFO.version)
-            }
-            "--help" | "-h" => HELP.to_string(),
-            other => {
-                eprintln!("bridge: unexpected argument {other:?}; see --help");
-                return ExitCode::from(2);
-            }
-        };
-        use std::io::Write;
-        let _ = std::io::stdout().write_all(text.as_bytes());
-        return ExitCode::SUCCESS;
-    }
-    cni_spec::skel::run(&cni_bridge::Bridge, &cni_bridge::INFO)
+fn main() -> std::process::ExitCode {
+    cni_spec::skel::main(&cni_bridge::Bridge, &cni_bridge::INFO, HELP)
 }
 
 const HELP: &str = "\

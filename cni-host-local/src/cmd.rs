@@ -6,7 +6,6 @@ use crate::dns::parse_resolv_conf;
 use crate::error::HostLocalError;
 use crate::range::{to_u128, RangeSet};
 use crate::store::{ensure_dir, Owner, OwnerFile, Store};
-use cni_spec::json::Obj;
 use cni_spec::{CniResult, Dns, IpConfig, Request};
 use ipnetwork::IpNetwork;
 
@@ -267,36 +266,6 @@ pub fn check(req: &Request) -> Result<()> {
     Ok(())
 }
 
-/// Reads `cni.dev/valid-attachments` (and the 1.1.0 tag's
-/// `cni.dev/attachments`; libcni sends both).
-fn valid_attachments(req: &Request) -> Result<Option<HashSet<(String, String)>>> {
-    let conf = req.conf();
-    let mut any = false;
-    let mut out = HashSet::new();
-    for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
-        let Some(list) = conf
-            .array(key)
-            .map_err(|e| HostLocalError::Decode(e.to_string()))?
-        else {
-            continue;
-        };
-        any = true;
-        for (i, item) in list.iter().enumerate() {
-            let path = format!("{key}[{i}]");
-            let o = Obj::of(item, &path).map_err(|e| HostLocalError::Decode(e.to_string()))?;
-            let text = |k: &str| -> Result<String> {
-                Ok(o.str(k)
-                    .map_err(|e| HostLocalError::Decode(e.to_string()))?
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string())
-            };
-            out.insert((text("containerID")?, text("ifname")?));
-        }
-    }
-    Ok(any.then_some(out))
-}
-
 /// GC: release every reservation whose attachment is not in the valid list.
 /// Legacy ID-only files stay when any valid attachment has that ID (so an
 /// upgrade does not free live addresses); empty files are released.
@@ -304,9 +273,12 @@ fn valid_attachments(req: &Request) -> Result<Option<HashSet<(String, String)>>>
 /// # Errors
 /// A missing valid list, or store failures after trying everything.
 pub fn gc(req: &Request) -> Result<()> {
-    let valid = valid_attachments(req)?.ok_or_else(|| {
-        HostLocalError::Config("GC needs cni.dev/valid-attachments in the configuration".into())
-    })?;
+    let valid = req
+        .valid_attachments()
+        .map_err(|e| HostLocalError::Decode(e.to_string()))?
+        .ok_or_else(|| {
+            HostLocalError::Config("GC needs cni.dev/valid-attachments in the configuration".into())
+        })?;
     let valid_ids: HashSet<&str> = valid.iter().map(|(id, _)| id.as_str()).collect();
     let loc = config::store_location(req)?;
     let Some(store) = Store::open(&loc, false)? else {

@@ -13,6 +13,7 @@ use crate::json::Obj;
 use crate::result::CniResult;
 use crate::version::{parse_triple, Version, SUPPORTED};
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,35 @@ impl Request {
     /// The configuration root as a typed view.
     pub fn conf(&self) -> Obj<'_> {
         Obj::new(&self.config, "")
+    }
+
+    /// GC's list of attachments to keep, as (container ID, ifname), from
+    /// `cni.dev/valid-attachments` and the 1.1.0 tag's `cni.dev/attachments`
+    /// (libcni sends both). `None` when neither key is present.
+    ///
+    /// # Errors
+    /// A key of the wrong JSON type.
+    pub fn valid_attachments(
+        &self,
+    ) -> Result<Option<HashSet<(String, String)>>, crate::json::JsonTypeError> {
+        let conf = self.conf();
+        let mut any = false;
+        let mut out = HashSet::new();
+        for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
+            let Some(list) = conf.array(key)? else {
+                continue;
+            };
+            any = true;
+            for (i, item) in list.iter().enumerate() {
+                let path = format!("{key}[{i}]");
+                let o = Obj::of(item, &path)?;
+                let text = |k: &str| -> Result<String, crate::json::JsonTypeError> {
+                    Ok(o.str(k)?.unwrap_or_default().trim().to_string())
+                };
+                out.insert((text("containerID")?, text("ifname")?));
+            }
+        }
+        Ok(any.then_some(out))
     }
 }
 
@@ -327,6 +357,28 @@ fn dispatch_inner<P: Plugin>(
         stderr: Vec::new(),
         exit_code: 0,
     })
+}
+
+/// A plugin binary's `main`: `--help` and `--version` for people, otherwise
+/// [`run`].
+pub fn main<P: Plugin>(plugin: &P, info: &PluginInfo, help: &str) -> ExitCode {
+    if let Some(arg) = std::env::args().nth(1) {
+        let text = match arg.as_str() {
+            "--version" | "-V" => format!("{} (k8s-shims) {}\n", info.name, info.version),
+            "--help" | "-h" => help.to_string(),
+            other => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{}: unexpected argument {other:?}; see --help",
+                    info.name
+                );
+                return ExitCode::from(2);
+            }
+        };
+        let _ = std::io::stdout().write_all(text.as_bytes());
+        return ExitCode::SUCCESS;
+    }
+    run(plugin, info)
 }
 
 /// Runs a plugin as a process: reads the real environment and stdin, writes
