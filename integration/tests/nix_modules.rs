@@ -1,0 +1,649 @@
+#![allow(clippy::unwrap_used)]
+//! The Nix side of the workspace (`flake.nix`, `nix/`), tested with Debian's
+//! Nix 2.8 (`nix-bin`) and the lint tools `scripts/nix-tools` installs.
+//!
+//! Always:
+//! * every `.nix` file of the repository parses (`nix-instantiate --parse`);
+//! * every `.nix` file is formatted (alejandra) and deadnix finds nothing;
+//! * the pure renderers (`nix/lib/render.nix`, `nix/lib/cidr.nix`) evaluate
+//!   to the expected JSON, and the checks behind the host-local assertions
+//!   give the expected messages;
+//! * a conflist rendered by Nix gives a working pod network: our `bridge` +
+//!   our `host-local`, and the reference `bridge` + our `host-local` (the
+//!   CRI-O example node), in throwaway namespaces.
+//!
+//! With nixpkgs' lib (`NIXPKGS_LIB`, a nixpkgs or nixpkgs.lib checkout; lib
+//! a53daa43 or older works with Nix 2.8): every module evaluates through
+//! `lib.evalModules` against stand-ins of the NixOS options it sets
+//! (`nix/tests/eval.nix`), and the flake's outputs evaluate against a
+//! stand-in nixpkgs (`nix/tests/flake-eval.nix`). Without it these tests say
+//! on stderr that they did not run.
+//!
+//! Run: `scripts/nix-tools && cargo build --workspace --bins &&
+//! [NIXPKGS_LIB=/path/to/nixpkgs.lib] cargo test -p integration --test nix_modules`
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use integration::netns::{run_with_timeout, with_prev, Host, Impl, Pod};
+use integration::{workspace_root, Output, Store, PATH};
+use serde_json::{json, Value};
+
+const NIX_HINT: &str =
+    "install Debian's nix-bin (scripts/test does: scripts/ensure-packages nix-bin)";
+const TOOLS_HINT: &str = "run scripts/nix-tools (installs deadnix and alejandra into target/nix-tools/bin, or $NIX_TOOLS_DIR/bin)";
+
+/// Runs a command with a timeout; panics with `hint` when it cannot start.
+fn run(program: &Path, args: &[&str], env: &[(&str, &str)], hint: &str) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(workspace_root()).env(
+        "PATH",
+        std::env::var("PATH").unwrap_or_else(|_| PATH.into()),
+    );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if cmd.get_program() == "nix-instantiate" && which("nix-instantiate").is_none() {
+        panic!("nix-instantiate not found: {hint}");
+    }
+    run_with_timeout(
+        cmd,
+        b"",
+        Duration::from_secs(120),
+        &format!("{} {}", program.display(), args.join(" ")),
+    )
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .unwrap_or_else(|| PATH.into())
+        .to_str()
+        .unwrap_or(PATH)
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+#[track_caller]
+fn must(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\nstdout: {}\nstderr: {}",
+        out.status,
+        out.stdout_str(),
+        out.stderr_str()
+    );
+    out.stdout_str()
+}
+
+/// Every `.nix` file of the repository (tracked, or new and not ignored).
+fn nix_files() -> Vec<String> {
+    let out = run(
+        Path::new("git"),
+        &[
+            "ls-files",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "--",
+            "*.nix",
+        ],
+        &[],
+        "git is needed to list the repository's files",
+    );
+    let root = workspace_root();
+    let files: Vec<String> = must(out, "git ls-files")
+        .lines()
+        .filter(|f| root.join(f).is_file())
+        .map(str::to_string)
+        .collect();
+    assert!(
+        files.iter().any(|f| f == "flake.nix") && files.len() >= 10,
+        "expected flake.nix and the nix/ tree, found {files:?}"
+    );
+    files
+}
+
+/// `nix-instantiate` with a dummy store (works as any user, writes nothing).
+fn nix_instantiate(args: &[&str]) -> Output {
+    let mut full = vec!["--store", "dummy://"];
+    full.extend_from_slice(args);
+    run(
+        Path::new("nix-instantiate"),
+        &full,
+        &[("NIX_ABORT_ON_WARN", "1")],
+        NIX_HINT,
+    )
+}
+
+/// Evaluates a Nix expression (strict, JSON) and parses the result.
+#[track_caller]
+fn eval_json(expr: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["--eval", "--strict", "--json"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--expr", expr]);
+    let out = must(
+        nix_instantiate(&args),
+        &format!("nix-instantiate --eval {expr}"),
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn render_nix() -> String {
+    workspace_root()
+        .join("nix/lib/render.nix")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn tool(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("NIX_TOOLS_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => workspace_root().join("target/nix-tools"),
+    };
+    let path = dir.join("bin").join(name);
+    assert!(path.is_file(), "{} not found: {TOOLS_HINT}", path.display());
+    path
+}
+
+// ---------------------------------------------------------------------------
+// Syntax, format, lint
+// ---------------------------------------------------------------------------
+
+#[test]
+fn every_nix_file_parses() {
+    let files = nix_files();
+    let mut args = vec!["--parse"];
+    args.extend(files.iter().map(String::as_str));
+    must(nix_instantiate(&args), "nix-instantiate --parse");
+    // The gate works: a broken file is refused.
+    let tmp = tempfile::Builder::new().suffix(".nix").tempfile().unwrap();
+    std::fs::write(tmp.path(), "{ a = ; }").unwrap();
+    let out = nix_instantiate(&["--parse", tmp.path().to_str().unwrap()]);
+    assert!(!out.status.success(), "a syntax error was accepted");
+    assert!(
+        out.stderr_str().contains("syntax error"),
+        "{}",
+        out.stderr_str()
+    );
+}
+
+#[test]
+fn every_nix_file_is_formatted() {
+    let files = nix_files();
+    let alejandra = tool("alejandra");
+    let mut args = vec!["--check"];
+    args.extend(files.iter().map(String::as_str));
+    let out = run(&alejandra, &args, &[], TOOLS_HINT);
+    assert!(
+        out.status.success(),
+        "not formatted (fix: {} {}):\n{}{}",
+        alejandra.display(),
+        files.join(" "),
+        out.stdout_str(),
+        out.stderr_str()
+    );
+}
+
+#[test]
+fn deadnix_finds_nothing() {
+    let files = nix_files();
+    let deadnix = tool("deadnix");
+    let mut args = vec!["--fail"];
+    args.extend(files.iter().map(String::as_str));
+    let out = run(&deadnix, &args, &[("NO_COLOR", "1")], TOOLS_HINT);
+    assert!(
+        out.status.success(),
+        "deadnix found unused code:\n{}{}",
+        out.stdout_str(),
+        out.stderr_str()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Pure renderers (plain Nix 2.8, no nixpkgs)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn renderers_give_the_runtime_settings() {
+    let r = render_nix();
+    let v = eval_json(
+        &format!(
+            r#"let r = import {r}; d = {{ binDir = "/nix/store/x-plugins/bin"; confDir = "/etc/k8s-shims/cni/net.d"; }}; in {{
+              containerd = r.runtimeSettings (d // {{ runtime = "containerd"; }});
+              containerd3 = r.runtimeSettings (d // {{ runtime = "containerd"; configVersion = 3; }});
+              crio = r.runtimeSettings (d // {{ runtime = "cri-o"; }});
+              endpoints = r.endpoints;
+              files = [ (r.conflistFileName {{ priority = 5; name = "a"; }}) (r.conflistFileName {{ priority = 10; name = "b"; }}) ];
+              links = r.pluginLinks {{ bridge = {{ package = "/nix/store/o"; program = "bridge"; }}; kn = {{ package = "/nix/store/k"; program = "kn-bridge"; }}; }};
+              types = r.conflistTypes {{ plugins = [ {{ type = "bridge"; ipam = {{ type = "host-local"; }}; }} {{ type = "portmap"; }} ]; }};
+              commands = r.criAdapterCommands {{ adapter = "/a"; runtime = "cri-o"; endpoint = "unix:///var/run/crio/crio.sock"; images = [ "/i.tar" ]; serveSocket = "/run/s.sock"; }};
+              noNetwork = (r.criAdapterCommands {{ adapter = "/a"; runtime = "containerd"; endpoint = "unix:///e"; timeout = 5; network = false; }}).wait;
+              bridge = r.bridgePlugin {{ enableDad = true; vlanTrunk = [ {{ id = 5; minID = null; maxID = null; }} ]; settings = {{ dns.nameservers = [ "10.96.0.10" ]; }}; }};
+            }}"#
+        ),
+        &[],
+    );
+    let cni =
+        json!({"bin_dir": "/nix/store/x-plugins/bin", "conf_dir": "/etc/k8s-shims/cni/net.d"});
+    assert_eq!(
+        v["containerd"],
+        json!({"plugins": {"io.containerd.grpc.v1.cri": {"cni": cni}}})
+    );
+    assert_eq!(
+        v["containerd3"],
+        json!({"plugins": {"io.containerd.cri.v1.runtime": {"cni": cni}}})
+    );
+    assert_eq!(
+        v["crio"],
+        json!({"crio": {"network": {"network_dir": "/etc/k8s-shims/cni/net.d", "plugin_dirs": ["/nix/store/x-plugins/bin"]}}})
+    );
+    assert_eq!(
+        v["endpoints"],
+        json!({"containerd": "unix:///run/containerd/containerd.sock", "cri-o": "unix:///var/run/crio/crio.sock"})
+    );
+    assert_eq!(v["files"], json!(["05-a.conflist", "10-b.conflist"]));
+    assert_eq!(
+        v["links"],
+        json!({"bridge": "/nix/store/o/bin/bridge", "kn": "/nix/store/k/bin/kn-bridge"})
+    );
+    assert_eq!(v["types"], json!(["bridge", "host-local", "portmap"]));
+    let ep = "unix:///var/run/crio/crio.sock";
+    assert_eq!(
+        v["commands"],
+        json!({
+            "wait": ["/a", "wait", "--runtime", "cri-o", "--endpoint", ep, "--timeout", "120"],
+            "seed": ["/a", "seed", "--runtime", "cri-o", "--endpoint", ep, "/i.tar"],
+            "serve": ["/a", "serve", "--listen", "/run/s.sock", "--upstream", ep],
+        })
+    );
+    assert_eq!(
+        v["noNetwork"],
+        json!([
+            "/a",
+            "wait",
+            "--runtime",
+            "containerd",
+            "--endpoint",
+            "unix:///e",
+            "--timeout",
+            "5",
+            "--no-network"
+        ])
+    );
+    assert_eq!(
+        v["bridge"],
+        json!({"type": "bridge", "bridge": "cni0", "enabledad": true, "ipam": {},
+               "vlanTrunk": [{"id": 5}], "dns": {"nameservers": ["10.96.0.10"]}})
+    );
+}
+
+#[test]
+fn cidr_checks_explain_bad_ranges() {
+    let r = render_nix();
+    // (ranges as Nix, cniVersion, expected message fragments; [] = valid)
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            r#"[ [ { subnet = "10.244.1.0/24"; } { subnet = "10.244.2.0/24"; } ] [ { subnet = "fd00:10:244:1::/64"; } ] ]"#,
+            "1.0.0",
+            &[],
+        ),
+        (
+            r#"[ [ { subnet = "10.1.0.0/24"; rangeEnd = "10.1.0.127"; } { subnet = "10.1.0.0/24"; rangeStart = "10.1.0.128"; } ] ]"#,
+            "1.0.0",
+            &[],
+        ),
+        (
+            r#"[ [ { subnet = "10.1.0.0/16"; } ] [ { subnet = "10.1.2.0/24"; } ] ]"#,
+            "1.0.0",
+            &["range sets 0 and 1 overlap"],
+        ),
+        (
+            r#"[ [ { subnet = "fd00::/48"; } ] [ { subnet = "fd00:0:0:5::/64"; } ] ]"#,
+            "1.0.0",
+            &["range sets 0 and 1 overlap"],
+        ),
+        (
+            r#"[ [ { subnet = "10.1.0.0/24"; rangeEnd = "10.1.0.127"; } { subnet = "10.1.0.0/24"; rangeStart = "10.1.0.127"; } ] ]"#,
+            "1.0.0",
+            &["range set 0: ranges 0 (10.1.0.1-10.1.0.127) and 1 (10.1.0.127-10.1.0.254) overlap"],
+        ),
+        (
+            r#"[ [ { subnet = "10.1.2/24"; } ] ]"#,
+            "1.0.0",
+            &["subnet \"10.1.2/24\" is not a valid CIDR"],
+        ),
+        (
+            r#"[ [ { subnet = "010.1.2.0/24"; } ] ]"#,
+            "1.0.0",
+            &["is not a valid CIDR"],
+        ),
+        (
+            r#"[ [ { subnet = "fd00::1::/64"; } ] ]"#,
+            "1.0.0",
+            &["is not a valid CIDR"],
+        ),
+        (
+            r#"[ [ { subnet = "2001:DB8:1::24:19ff:fee1:c44a/64"; } ] ]"#,
+            "1.0.0",
+            &["has host bits set; the network address for a /64 is 2001:db8:1::/64"],
+        ),
+        (
+            r#"[ [ { subnet = "10.9.0.0/31"; } ] ]"#,
+            "1.0.0",
+            &["too small to allocate from (host-local needs a prefix of at most /30)"],
+        ),
+        (
+            r#"[ [ { subnet = "10.9.0.0/24"; rangeStart = "10.9.1.1"; } ] ]"#,
+            "1.0.0",
+            &["rangeStart 10.9.1.1 is not in subnet 10.9.0.0/24"],
+        ),
+        (
+            r#"[ [ { subnet = "10.9.0.0/24"; rangeStart = "10.9.0.100"; rangeEnd = "10.9.0.50"; } ] ]"#,
+            "1.0.0",
+            &["rangeStart 10.9.0.100 is after rangeEnd 10.9.0.50"],
+        ),
+        (
+            r#"[ [ { subnet = "10.9.0.0/24"; } { subnet = "fd00::/64"; } ] ]"#,
+            "1.0.0",
+            &["range set 0 mixes IPv4 and IPv6"],
+        ),
+        (r#"[ [ ] ]"#, "1.0.0", &["range set 0 is empty"]),
+        (r#"[ ]"#, "1.0.0", &["no range set given"]),
+        (
+            r#"[ [ { subnet = "10.1.0.0/24"; } ] [ { subnet = "10.2.0.0/24"; } ] ]"#,
+            "0.2.0",
+            &["allows at most one IPv4 and one IPv6 range set"],
+        ),
+    ];
+    for (ranges, version, want) in cases {
+        let v = eval_json(
+            &format!(
+                r#"(import {r}).cidr.rangeSetProblems {{ where = "W"; ranges = {ranges}; cniVersion = "{version}"; }}"#
+            ),
+            &[],
+        );
+        let msgs: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(msgs.len(), want.len(), "{ranges}: {msgs:#?}");
+        for (m, w) in msgs.iter().zip(want.iter()) {
+            assert!(
+                m.starts_with("W: ") && m.contains(w),
+                "{ranges}: {m:?} lacks {w:?}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A conflist written by Nix, run by the plugins
+// ---------------------------------------------------------------------------
+
+/// The conflist `nix/lib/render.nix` renders for a node (bridge with our
+/// module's defaults, host-local with a range set of `start`..`end` in
+/// 10.93.0.0/24 plus an IPv6 set, portmap), with `data_dir` as dataDir.
+fn nix_conflist(data_dir: &Path) -> Value {
+    let r = render_nix();
+    let data = data_dir.to_str().unwrap();
+    eval_json(
+        &format!(
+            r#"{{ dataDir }}: let r = import {r}; in r.conflist {{
+              name = "nixnet";
+              cniVersion = "1.0.0";
+              plugins = [
+                (r.bridgePlugin {{
+                  bridge = "nixbr0";
+                  isGateway = true;
+                  isDefaultGateway = true;
+                  ipMasq = true;
+                  hairpinMode = true;
+                  ipam = r.hostLocalIpam {{
+                    ranges = [
+                      [ {{ subnet = "10.93.0.0/24"; rangeStart = "10.93.0.10"; rangeEnd = "10.93.0.20"; }} ]
+                      [ {{ subnet = "fd93::/64"; }} ]
+                    ];
+                    inherit dataDir;
+                  }};
+                }})
+                (r.portmapPlugin {{ }})
+              ];
+            }}"#
+        ),
+        &["--argstr", "dataDir", data],
+    )
+}
+
+fn pod_network_from_nix_conflist(imp: &Impl) {
+    let host = Host::new(imp);
+    let list = nix_conflist(host.data_dir());
+    assert_eq!(list["plugins"][1]["type"], "portmap", "{list}");
+    // What a runtime hands the first plugin of a conflist.
+    let mut conf = list["plugins"][0].clone();
+    conf["name"] = list["name"].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    assert_eq!(conf["ipam"]["dataDir"], host.data_dir().to_str().unwrap());
+
+    let pod = Pod::new("nixpod");
+    let result = host.must_add(&conf, &pod);
+    let v4 = pod.addr(false);
+    let last: u8 = v4
+        .strip_prefix("10.93.0.")
+        .unwrap_or_else(|| panic!("{}: pod address {v4} not in 10.93.0.0/24", imp.label))
+        .parse()
+        .unwrap();
+    assert!(
+        (10..=20).contains(&last),
+        "{}: {v4} outside rangeStart..rangeEnd",
+        imp.label
+    );
+    assert!(
+        pod.addr(true).starts_with("fd93::"),
+        "{}: {:?}",
+        imp.label,
+        pod.addrs()
+    );
+    assert_eq!(
+        Store::new(host.data_dir(), "nixnet").ip_names().len(),
+        2,
+        "{}: one reservation per range set",
+        imp.label
+    );
+    // The gateway host-local reported is on the bridge and answers ping.
+    let mut ok = false;
+    for _ in 0..5 {
+        if pod
+            .ns
+            .run(&["ping", "-c1", "-W1", "10.93.0.1"])
+            .status
+            .success()
+        {
+            ok = true;
+            break;
+        }
+    }
+    assert!(
+        ok,
+        "{}: the pod cannot ping its gateway 10.93.0.1",
+        imp.label
+    );
+
+    host.must_del(&with_prev(&conf, &result), &pod);
+    host.assert_clean("nixnet", &[&pod], "after DEL of the Nix-rendered network");
+}
+
+#[test]
+fn nix_rendered_conflist_gives_a_working_pod_network() {
+    // The containerd example node: our bridge and our host-local.
+    pod_network_from_nix_conflist(&Impl::ours());
+}
+
+#[test]
+fn nix_rendered_conflist_with_the_reference_bridge_and_our_host_local() {
+    // The CRI-O example node: the reference bridge and our host-local.
+    pod_network_from_nix_conflist(&Impl::ref_bridge_ours_ipam());
+}
+
+// ---------------------------------------------------------------------------
+// Module evaluation (needs nixpkgs' lib)
+// ---------------------------------------------------------------------------
+
+/// `import <lib>` for `NIXPKGS_LIB` (a nixpkgs or nixpkgs.lib checkout, or
+/// its `lib/` directory), or None when unset.
+fn nixpkgs_lib() -> Option<String> {
+    let dir = PathBuf::from(std::env::var_os("NIXPKGS_LIB").filter(|v| !v.is_empty())?);
+    let lib = [dir.join("lib"), dir.clone()]
+        .into_iter()
+        .find(|d| d.join("modules.nix").is_file() && d.join("default.nix").is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "NIXPKGS_LIB={} holds neither lib/default.nix nor default.nix + modules.nix",
+                dir.display()
+            )
+        });
+    Some(format!("import {}", lib.canonicalize().unwrap().display()))
+}
+
+/// Evaluates `file` (a function of `{ lib }`) with nixpkgs' lib, or says on
+/// stderr that `what` was NOT tested and returns None when `NIXPKGS_LIB` is
+/// unset.
+fn eval_with_lib(file: &str, what: &str) -> Option<Value> {
+    let Some(lib) = nixpkgs_lib() else {
+        eprintln!(
+            "NIXPKGS_LIB not set: {what} NOT tested (set it to a nixpkgs.lib checkout, e.g. nix-community/nixpkgs.lib at a53daa43)"
+        );
+        return None;
+    };
+    let path = workspace_root().join(file);
+    let out = must(
+        nix_instantiate(&[
+            "--eval",
+            "--strict",
+            "--json",
+            path.to_str().unwrap(),
+            "--arg",
+            "lib",
+            &lib,
+        ]),
+        &format!("evaluating {file}"),
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["failures"], json!([]), "expectations of {file}");
+    Some(v)
+}
+
+#[test]
+fn flake_outputs_evaluate_with_nixpkgs_lib() {
+    let Some(v) = eval_with_lib("nix/tests/flake-eval.nix", "flake output evaluation") else {
+        return;
+    };
+    let r = &v["results"];
+    assert_eq!(
+        r["nixosModules"],
+        json!(["cni-bridge", "cni-host-local", "cri-adapter", "default"])
+    );
+    assert_eq!(
+        r["packages"],
+        json!(["bridge", "cri-adapter", "default", "host-local"])
+    );
+    assert_eq!(r["togetherAssertions"], json!([]));
+    assert_eq!(r["srcKeeps"]["target/debug/bridge"], false);
+    assert_eq!(r["srcKeeps"]["cni-bridge/src/main.rs"], true);
+}
+
+#[test]
+fn modules_evaluate_with_nixpkgs_lib() {
+    let Some(v) = eval_with_lib("nix/tests/eval.nix", "module evaluation") else {
+        return;
+    };
+    eprintln!(
+        "module evaluation: nixpkgs lib {} on Nix {}",
+        v["libVersion"], v["nixVersion"]
+    );
+    let r = &v["results"];
+
+    // The containerd node: ours for bridge and host-local, the rest from
+    // cni-plugins, one link per type; containerd points at our dirs.
+    let node = &r["containerd-node"];
+    assert_eq!(node["assertions"], json!([]));
+    let paths = node["pluginPaths"].as_object().unwrap();
+    assert!(paths["bridge"]
+        .as_str()
+        .unwrap()
+        .ends_with("-k8s-shims-bridge-0.1.0/bin/bridge"));
+    assert!(paths["host-local"]
+        .as_str()
+        .unwrap()
+        .ends_with("-k8s-shims-host-local-0.1.0/bin/host-local"));
+    for t in ["loopback", "portmap", "tuning", "bandwidth"] {
+        assert!(
+            paths[t]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("-cni-plugins-1.6.2/bin/{t}")),
+            "{t}"
+        );
+    }
+    let cni = &node["containerd"]["settings"]["plugins"]["io.containerd.grpc.v1.cri"]["cni"];
+    assert_eq!(cni["bin_dir"], node["binDir"]);
+    assert_eq!(cni["conf_dir"], "/etc/k8s-shims/cni/net.d");
+    let text = node["etc"]["k8s-shims/cni/net.d/10-k8s-pod-network.conflist"]
+        .as_str()
+        .unwrap();
+    let list: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(list, node["conflist"]);
+    assert_eq!(list["plugins"][0]["type"], "bridge");
+    assert_eq!(list["plugins"][0]["ipam"]["type"], "host-local");
+    assert_eq!(list["plugins"][0]["ipam"]["dataDir"], "/run/cni/networks");
+    assert_eq!(
+        list["plugins"][0]["ipam"]["ranges"],
+        json!([[{"subnet": "10.244.1.0/24"}]])
+    );
+    assert_eq!(list["plugins"][1]["type"], "portmap");
+    assert_eq!(
+        node["kubeletEndpoint"],
+        "unix:///run/containerd/containerd.sock"
+    );
+
+    // The CRI-O node: the reference bridge, our host-local; CRI-O looks in
+    // our bin dir first; kubelet talks to cri-adapter serve.
+    let crio = &r["crio-node"];
+    assert_eq!(crio["assertions"], json!([]));
+    assert!(crio["pluginPaths"]["bridge"]
+        .as_str()
+        .unwrap()
+        .ends_with("-cni-plugins-1.6.2/bin/bridge"));
+    assert!(crio["pluginPaths"]["host-local"]
+        .as_str()
+        .unwrap()
+        .contains("-k8s-shims-host-local-"));
+    assert_eq!(
+        crio["crio"]["settings"]["crio"]["network"]["plugin_dirs"][0],
+        crio["binDir"]
+    );
+    assert_eq!(crio["containerd"]["enable"], false);
+    assert_eq!(crio["kubeletEndpoint"], "unix:///run/k8s-shims/cri.sock");
+    let serve = crio["services"]["k8s-cri-adapter-serve"]["ExecStart"]
+        .as_str()
+        .unwrap();
+    assert!(
+        serve.ends_with("/bin/cri-adapter serve --listen /run/k8s-shims/cri.sock --upstream unix:///var/run/crio/crio.sock"),
+        "{serve}"
+    );
+
+    // Bad settings are refused with messages that say what to change.
+    let msgs = |k: &str| -> String { r[k].to_string() };
+    assert!(msgs("bad-overlap").contains("range sets 0 and 1 overlap"));
+    assert!(msgs("bad-cidr").contains(r#"subnet \"10.1.2.0/33\" is not a valid CIDR"#));
+    assert!(msgs("bad-cidr").contains("the network address for a /24 is 10.1.3.0/24"));
+    assert!(msgs("bad-bridge").contains("hairpinMode and promiscMode cannot both be true"));
+    assert!(msgs("bad-missing-type").contains("uses CNI type(s) portmap"));
+    assert!(msgs("bad-cri").contains("seedImages instead"));
+    assert_eq!(r["bad-runtime-rejected"], true);
+    assert_eq!(r["undocumented"]["missing"], json!([]));
+}

@@ -1,0 +1,212 @@
+# Pure renderers shared by the NixOS modules and the tests: plain data in,
+# plain data out, builtins only (no nixpkgs lib), so Nix 2.8 can evaluate
+# them with `nix-instantiate --eval --strict --json` and the integration
+# tests can feed the result to the plugin binaries.
+let
+  cidr = import ./cidr.nix;
+
+  inherit (builtins) attrNames filter foldl' isAttrs listToAttrs removeAttrs;
+
+  # Drops the attributes whose value is null (null means "leave the key out,
+  # the plugin's own default applies").
+  compact = attrs: removeAttrs attrs (filter (n: attrs.${n} == null) (attrNames attrs));
+
+  # Recursive merge: attribute sets merge key by key, anything else in `b`
+  # replaces `a` (the freeform `settings` escape hatches use it).
+  merge = a: b:
+    if isAttrs a && isAttrs b
+    then
+      foldl' (acc: n:
+        acc
+        // {
+          ${n} =
+            if acc ? ${n}
+            then merge acc.${n} b.${n}
+            else b.${n};
+        })
+      a (attrNames b)
+    else b;
+
+  # Where each runtime serves CRI by default.
+  endpoints = {
+    containerd = "unix:///run/containerd/containerd.sock";
+    cri-o = "unix:///var/run/crio/crio.sock";
+  };
+in rec {
+  inherit cidr compact merge endpoints;
+
+  # Default store of host-local reservations: a tmpfs (see the module docs).
+  defaultDataDir = "/run/cni/networks";
+
+  # The `ipam` object of host-local.
+  hostLocalIpam = {
+    ranges,
+    routes ? [],
+    dataDir ? defaultDataDir,
+    resolvConf ? null,
+    settings ? {},
+  }:
+    merge (compact {
+      type = "host-local";
+      ranges = map (map compact) ranges;
+      routes =
+        if routes == []
+        then null
+        else map compact routes;
+      inherit dataDir resolvConf;
+    })
+    settings;
+
+  # The `bridge` plugin object. Every option is the plugin's key of the same
+  # name (`enableDad` is the plugin's `enabledad`); null leaves it out.
+  bridgePlugin = {
+    bridge ? "cni0",
+    isGateway ? null,
+    isDefaultGateway ? null,
+    forceAddress ? null,
+    ipMasq ? null,
+    ipMasqBackend ? null,
+    mtu ? null,
+    hairpinMode ? null,
+    promiscMode ? null,
+    vlan ? null,
+    vlanTrunk ? null,
+    preserveDefaultVlan ? null,
+    enableDad ? null,
+    macspoofchk ? null,
+    disableContainerInterface ? null,
+    portIsolation ? null,
+    ipam ? {},
+    settings ? {},
+  }:
+    merge (compact {
+      type = "bridge";
+      inherit bridge isGateway isDefaultGateway forceAddress ipMasq ipMasqBackend mtu hairpinMode promiscMode vlan;
+      inherit preserveDefaultVlan macspoofchk disableContainerInterface portIsolation;
+      vlanTrunk =
+        if vlanTrunk == null
+        then null
+        else map compact vlanTrunk;
+      enabledad = enableDad;
+      inherit ipam;
+    })
+    settings;
+
+  # The `portmap` chained plugin (hostPort support for pods).
+  portmapPlugin = {settings ? {}}:
+    merge {
+      type = "portmap";
+      capabilities.portMappings = true;
+    }
+    settings;
+
+  # A network configuration list.
+  conflist = {
+    name,
+    cniVersion ? "1.0.0",
+    plugins,
+    settings ? {},
+  }:
+    merge {inherit cniVersion name plugins;} settings;
+
+  # File name of a conflist in the conf dir: runtimes take the first file in
+  # lexical order, so the priority is zero-padded.
+  conflistFileName = {
+    priority,
+    name,
+  }: "${
+    if priority < 10
+    then "0"
+    else ""
+  }${toString priority}-${name}.conflist";
+
+  # Every CNI `type` the runtime will exec for a conflist: each plugin's
+  # type and its ipam type.
+  conflistTypes = list:
+    foldl' (acc: p:
+      acc
+      ++ [p.type]
+      ++ (
+        if p ? ipam && p.ipam ? type
+        then [p.ipam.type]
+        else []
+      )) []
+    list.plugins;
+
+  # The bin dir: { type = "<package>/bin/<program>"; } from the per-type
+  # choices { type = { package = "<store path>"; program = "<name>"; }; }.
+  pluginLinks = choices:
+    listToAttrs (map (t: {
+      name = t;
+      value = "${choices.${t}.package}/bin/${choices.${t}.program}";
+    }) (attrNames choices));
+
+  # containerd settings (a fragment of config.toml) pointing the CRI plugin
+  # at our dirs. Config version 2 (containerd 1.x; 2.x migrates it) or 3
+  # (containerd 2.x layout).
+  containerdSettings = {
+    binDir,
+    confDir,
+    configVersion ? 2,
+  }: let
+    cni = {
+      bin_dir = binDir;
+      conf_dir = confDir;
+    };
+  in
+    if configVersion >= 3
+    then {plugins."io.containerd.cri.v1.runtime".cni = cni;}
+    else {plugins."io.containerd.grpc.v1.cri".cni = cni;};
+
+  # CRI-O settings (a fragment of crio.conf) pointing it at our dirs.
+  crioSettings = {
+    binDir,
+    confDir,
+  }: {
+    crio.network = {
+      network_dir = confDir;
+      plugin_dirs = [binDir];
+    };
+  };
+
+  # The CRI settings for a runtime ("containerd" or "cri-o").
+  runtimeSettings = {
+    runtime,
+    binDir,
+    confDir,
+    configVersion ? 2,
+  }:
+    if runtime == "containerd"
+    then containerdSettings {inherit binDir confDir configVersion;}
+    else if runtime == "cri-o"
+    then crioSettings {inherit binDir confDir;}
+    else throw "unknown runtime ${runtime} (expected \"containerd\" or \"cri-o\")";
+
+  # Command lines of the cri-adapter unit (argv lists).
+  criAdapterCommands = {
+    adapter,
+    runtime,
+    endpoint,
+    timeout ? 120,
+    network ? true,
+    images ? [],
+    serveSocket ? null,
+  }: {
+    # Without a conflist the runtime never reports NetworkReady.
+    wait =
+      [adapter "wait" "--runtime" runtime "--endpoint" endpoint "--timeout" (toString timeout)]
+      ++ (
+        if network
+        then []
+        else ["--no-network"]
+      );
+    seed =
+      if images == []
+      then null
+      else [adapter "seed" "--runtime" runtime "--endpoint" endpoint] ++ map toString images;
+    serve =
+      if serveSocket == null
+      then null
+      else [adapter "serve" "--listen" serveSocket "--upstream" endpoint];
+  };
+}

@@ -1,0 +1,233 @@
+# The node's CNI layout, shared by the plugin modules and the CRI module:
+# one bin dir assembled from per-type choices, and one network conflist
+# rendered into our own conf dir.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}: let
+  inherit (lib) mkOption mkDefault mkIf types literalExpression;
+  render = import ../lib/render.nix;
+  cfg = config.services.k8s.cni;
+  net = cfg.network;
+  json = types.attrsOf types.anything;
+
+  # The types nixpkgs' `cni-plugins` ships (containernetworking/plugins).
+  referenceTypes = ["bandwidth" "dhcp" "firewall" "host-device" "ipvlan" "loopback" "macvlan" "portmap" "ptp" "sbr" "static" "tuning" "vlan" "vrf"];
+
+  enabled = lib.filterAttrs (_: p: p.enable) cfg.plugins;
+  links = render.pluginLinks enabled;
+  farm = pkgs.linkFarm "k8s-shims-cni-plugins" (lib.mapAttrsToList (type: path: {
+      name = "bin/${type}";
+      inherit path;
+    })
+    links);
+
+  conflist =
+    if net.main == null
+    then null
+    else
+      render.conflist {
+        inherit (net) name cniVersion settings;
+        plugins =
+          [net.main]
+          ++ lib.optional net.portmap.enable (render.portmapPlugin {inherit (net.portmap) settings;})
+          ++ net.extraPlugins;
+      };
+  fileName = render.conflistFileName {inherit (net) priority name;};
+  missingTypes =
+    if conflist == null
+    then []
+    else lib.unique (lib.filter (t: !(enabled ? ${t})) (render.conflistTypes conflist));
+in {
+  key = "k8s-shims:cni";
+  _file = "k8s-shims/nix/modules/cni.nix";
+  imports = [./common.nix];
+
+  options.services.k8s.cni = {
+    plugins = mkOption {
+      type = types.attrsOf (types.submodule ({name, ...}: {
+        options = {
+          enable = mkOption {
+            type = types.bool;
+            default = true;
+            description = "Whether the bin dir provides CNI type `${name}`.";
+          };
+          package = mkOption {
+            type = types.package;
+            description = "The package whose `bin/<program>` is linked into the bin dir as `${name}`.";
+            example = literalExpression "pkgs.cni-plugins";
+          };
+          program = mkOption {
+            type = types.str;
+            default = name;
+            description = "The file under the package's `bin/` that provides this type (the link in the bin dir is always named after the type).";
+          };
+        };
+      }));
+      default = {};
+      example = literalExpression ''
+        {
+          # the reference bridge, our host-local (the default)
+          bridge.package = pkgs.cni-plugins;
+          # a type of another package
+          flannel.package = pkgs.cni-plugin-flannel;
+          # drop a type
+          dhcp.enable = false;
+        }
+      '';
+      description = ''
+        Which package provides each CNI plugin type on this node. The runtime
+        execs `<bin dir>/<type>` for every `type` in the conflist, so the bin
+        dir ({option}`services.k8s.cni.binDir`) holds exactly one link per
+        enabled type, taken from the package chosen here: this is how a node
+        mixes implementations. Defaults: our Rust builds for `bridge` and
+        `host-local` ({option}`services.k8s.packages`), nixpkgs'
+        `cni-plugins` for `loopback`, `portmap` and every other reference type
+        (${lib.concatStringsSep ", " referenceTypes}).
+      '';
+    };
+
+    pluginPaths = mkOption {
+      type = types.attrsOf types.str;
+      readOnly = true;
+      default = links;
+      defaultText = literalExpression "{ <type> = \"<package>/bin/<program>\"; }";
+      description = "The executable behind each link of the bin dir, by type (read-only).";
+    };
+
+    binDir = mkOption {
+      type = types.str;
+      readOnly = true;
+      default = "${farm}/bin";
+      defaultText = literalExpression "\"\${linkFarm of services.k8s.cni.plugins}/bin\"";
+      description = "The assembled CNI bin dir (read-only): hand it to the runtime (`bin_dir`, `plugin_dirs`). The CRI module does.";
+    };
+
+    confDir = mkOption {
+      type = types.str;
+      readOnly = true;
+      default = "/etc/k8s-shims/cni/net.d";
+      description = ''
+        The CNI conf dir our conflist is written to (read-only). It is not
+        `/etc/cni/net.d`: nixpkgs' kubelet module owns that whole directory
+        and CRI-O's module puts its own conflists there, so the CRI module
+        points the runtime here instead.
+      '';
+    };
+
+    network = {
+      name = mkOption {
+        type = types.str;
+        default = "k8s-pod-network";
+        description = "The network name (conflist `name`; host-local keeps its reservations under `<dataDir>/<name>`).";
+      };
+      cniVersion = mkOption {
+        type = types.str;
+        default = "1.0.0";
+        example = "1.1.0";
+        description = "The CNI spec version of the conflist.";
+      };
+      priority = mkOption {
+        type = types.ints.between 0 99;
+        default = 10;
+        description = "Prefix of the conflist's file name (`<priority>-<name>.conflist`); runtimes use the first file in lexical order.";
+      };
+      main = mkOption {
+        type = types.nullOr json;
+        default = null;
+        description = ''
+          The main plugin of the conflist (the first entry of `plugins`). Set
+          by {option}`services.k8s.cni.bridge.enable`; set it yourself to use
+          another main plugin. No conflist is written while it is null.
+        '';
+      };
+      ipam = mkOption {
+        type = json;
+        default = {};
+        example = {
+          type = "dhcp";
+        };
+        description = ''
+          The `ipam` object the main plugin gets. Set by
+          {option}`services.k8s.cni.host-local.enable` (at default priority, so
+          a definition here replaces it).
+        '';
+      };
+      portmap = {
+        enable = mkOption {
+          type = types.bool;
+          default = true;
+          description = "Whether to chain the `portmap` plugin (pods' `hostPort`) after the main plugin.";
+        };
+        settings = mkOption {
+          type = json;
+          default = {};
+          example = {
+            snat = false;
+          };
+          description = "Keys merged over the `portmap` entry.";
+        };
+      };
+      extraPlugins = mkOption {
+        type = types.listOf json;
+        default = [];
+        example = [
+          {
+            type = "bandwidth";
+            capabilities.bandwidth = true;
+          }
+        ];
+        description = "Further chained plugins, appended in order. Each `type` must be an enabled entry of {option}`services.k8s.cni.plugins`.";
+      };
+      settings = mkOption {
+        type = json;
+        default = {};
+        example = {
+          disableCheck = true;
+        };
+        description = "Escape hatch: keys merged (recursively) over the top level of the conflist.";
+      };
+      conflist = mkOption {
+        type = types.nullOr json;
+        readOnly = true;
+        default = conflist;
+        defaultText = literalExpression "<rendered from the options above>";
+        description = "The rendered conflist (read-only), or null when there is no main plugin.";
+      };
+      file = mkOption {
+        type = types.str;
+        readOnly = true;
+        default = "${cfg.confDir}/${fileName}";
+        defaultText = literalExpression "\"\${confDir}/<priority>-<name>.conflist\"";
+        description = "Path of the rendered conflist on the node (read-only).";
+      };
+    };
+  };
+
+  config = lib.mkMerge [
+    {
+      services.k8s.cni.plugins =
+        lib.genAttrs referenceTypes (_: {package = mkDefault pkgs.cni-plugins;})
+        // {
+          bridge.package = mkDefault config.services.k8s.packages.bridge;
+          host-local.package = mkDefault config.services.k8s.packages.host-local;
+        };
+    }
+    (mkIf (conflist != null) {
+      environment.etc."${lib.removePrefix "/etc/" cfg.confDir}/${fileName}".text = builtins.toJSON conflist;
+
+      assertions = [
+        {
+          assertion = missingTypes == [];
+          message = "services.k8s.cni.network: the conflist uses CNI type(s) ${lib.concatStringsSep ", " missingTypes}, which the bin dir does not provide; set services.k8s.cni.plugins.<type>.package (and enable) for each.";
+        }
+        {
+          assertion = builtins.match "[a-zA-Z0-9][a-zA-Z0-9_.-]*" net.name != null;
+          message = "services.k8s.cni.network.name \"${net.name}\" is not a valid CNI network name (letters, digits, '_', '.', '-'; starting with a letter or digit).";
+        }
+      ];
+    })
+  ];
+}

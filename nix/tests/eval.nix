@@ -1,0 +1,359 @@
+# Module evaluation tests: each k8s-shims module through lib.evalModules
+# against the stand-ins of nix/tests/stubs.nix and the fake packages of
+# nix/tests/fake-pkgs.nix. Needs only nixpkgs' lib (works with Nix 2.8 and
+# lib a53daa43):
+#
+#   nix-instantiate --eval --strict --json --store dummy:// nix/tests/eval.nix \
+#     --arg lib 'import <nixpkgs lib dir>'
+#
+# Returns { results = <what each case produced>; failures = [ <message> ]; }:
+# `failures` lists every expectation that did not hold (the flake's
+# `module-eval` check and the Rust test both require it to be empty; the
+# Rust test checks `results` on its own too).
+{lib}: let
+  pkgs = import ./fake-pkgs.nix;
+  inherit (pkgs) drv;
+  modules = {
+    cni-host-local = ../modules/cni-host-local.nix;
+    cni-bridge = ../modules/cni-bridge.nix;
+    cri-adapter = ../modules/cri-adapter.nix;
+    default = ../modules/default.nix;
+  };
+
+  eval = imports: config:
+    (lib.evalModules {
+      modules = [./stubs.nix {inherit config;}] ++ imports;
+      specialArgs = {inherit pkgs;};
+    })
+    .config;
+  failed = cfg: map (a: a.message) (lib.filter (a: !a.assertion) cfg.assertions);
+
+  hostLocal = {
+    enable = true;
+    ranges = [[{subnet = "10.244.1.0/24";}]];
+  };
+
+  ours = name: "${pkgs.k8s-shims.${name}}/bin/${name}";
+  ref = name: "${pkgs.cni-plugins}/bin/${name}";
+
+  # Summary of one evaluated configuration.
+  summary = cfg: let
+    c = cfg.services.k8s;
+    etcOn = lib.filterAttrs (_: f: f.enable) cfg.environment.etc;
+  in {
+    assertions = failed cfg;
+    pluginPaths = c.cni.pluginPaths;
+    binDir = c.cni.binDir;
+    conflist = c.cni.network.conflist;
+    etc = lib.mapAttrs (_: f: f.text) etcOn;
+    containerd = {
+      inherit (cfg.virtualisation.containerd) enable settings;
+    };
+    crio = {
+      inherit (cfg.virtualisation.cri-o) enable settings;
+    };
+    kubeletEndpoint = cfg.services.kubernetes.kubelet.containerRuntimeEndpoint;
+    services = lib.mapAttrs (_: s: {
+      inherit (s) after before wants requires wantedBy path;
+      ExecStart = s.serviceConfig.ExecStart or null;
+    }) (lib.filterAttrs (n: _: lib.hasPrefix "k8s-cri-adapter" n || n == "kubelet" || n == "containerd" || n == "crio") cfg.systemd.services);
+    endpoint =
+      if c ? cri
+      then c.cri.endpoint
+      else null;
+  };
+
+  cases = {
+    # Each module on its own.
+    host-local-alone = summary (eval [modules.cni-host-local] {
+      services.k8s.cni.host-local = hostLocal;
+    });
+    bridge-alone = summary (eval [modules.cni-bridge] {
+      services.k8s.cni.bridge.enable = true;
+      services.k8s.cni.network.ipam = {type = "dhcp";};
+    });
+    cri-alone = summary (eval [modules.cri-adapter] {
+      services.k8s.cri.enable = true;
+    });
+
+    # A containerd node: our bridge + our host-local, kubelet on.
+    containerd-node = summary (eval [modules.default] {
+      services.k8s.cni.host-local = hostLocal // {routes = [{dst = "192.168.0.0/16";}];};
+      services.k8s.cni.bridge = {
+        enable = true;
+        mtu = 1450;
+        vlanTrunk = [
+          {id = 101;}
+          {
+            minID = 200;
+            maxID = 210;
+          }
+        ];
+      };
+      services.k8s.cri = {
+        enable = true;
+        runtime = "containerd";
+        seedImages = [(drv "pause-image.tar.gz")];
+      };
+      services.kubernetes.kubelet.enable = true;
+    });
+
+    # A CRI-O node: the reference bridge + our host-local, serve on.
+    crio-node = summary (eval [modules.default] {
+      services.k8s.cni.host-local = hostLocal;
+      services.k8s.cni.bridge.enable = true;
+      services.k8s.cni.plugins.bridge.package = pkgs.cni-plugins;
+      services.k8s.cri = {
+        enable = true;
+        runtime = "cri-o";
+        serve.enable = true;
+      };
+      services.kubernetes.kubelet.enable = true;
+    });
+
+    # Our bridge + the reference host-local; a type from another package
+    # under another program name; a dropped type.
+    mixed = summary (eval [modules.default] {
+      services.k8s.cni.host-local = hostLocal;
+      services.k8s.cni.bridge.enable = true;
+      services.k8s.cni.plugins = {
+        host-local.package = pkgs.cni-plugins;
+        flannel.package = pkgs.cni-plugin-flannel;
+        kn = {
+          package = drv "kn-plugins";
+          program = "kn-bridge";
+        };
+        dhcp.enable = false;
+      };
+      services.k8s.cni.network.extraPlugins = [
+        {
+          type = "tuning";
+          sysctl."net.core.somaxconn" = "512";
+        }
+      ];
+    });
+
+    # The user's own definitions win over the module's.
+    user-override = summary (eval [modules.default] {
+      services.k8s.cri.enable = true;
+      services.kubernetes.kubelet = {
+        enable = true;
+        containerRuntimeEndpoint = "unix:///run/other.sock";
+      };
+      virtualisation.containerd.settings.plugins."io.containerd.grpc.v1.cri".cni.bin_dir = "/opt/cni/bin";
+      services.k8s.cni.bridge = {
+        enable = true;
+        settings.dns.nameservers = ["10.96.0.10"];
+      };
+      services.k8s.cni.host-local = hostLocal // {settings.ranges = [[{subnet = "10.9.0.0/24";}]];};
+      services.k8s.cni.network = {
+        name = "podnet";
+        priority = 5;
+        cniVersion = "1.1.0";
+        portmap.enable = false;
+        settings.disableCheck = true;
+      };
+    });
+
+    containerd-v3 = summary (eval [modules.cri-adapter] {
+      services.k8s.cri = {
+        enable = true;
+        containerd.configVersion = 3;
+      };
+    });
+
+    # Settings that must be refused, with the messages the user sees.
+    bad-overlap = failed (eval [modules.cni-host-local] {
+      services.k8s.cni.host-local = {
+        enable = true;
+        ranges = [[{subnet = "10.1.0.0/16";}] [{subnet = "10.1.2.0/24";}]];
+      };
+    });
+    bad-cidr = failed (eval [modules.cni-host-local] {
+      services.k8s.cni.host-local = {
+        enable = true;
+        ranges = [[{subnet = "10.1.2.0/33";} {subnet = "10.1.300.0/24";}] [{subnet = "10.1.3.7/24";}]];
+        routes = [{dst = "default";}];
+        dataDir = "run/cni";
+      };
+    });
+    bad-range = failed (eval [modules.cni-host-local] {
+      services.k8s.cni.host-local = {
+        enable = true;
+        ranges = [
+          [
+            {
+              subnet = "10.1.0.0/24";
+              rangeStart = "10.1.1.10";
+            }
+          ]
+          [
+            {
+              subnet = "fd00::/64";
+              gateway = "10.0.0.1";
+            }
+          ]
+        ];
+      };
+    });
+    bad-bridge = failed (eval [modules.cni-bridge] {
+      services.k8s.cni.bridge = {
+        enable = true;
+        promiscMode = true;
+        vlanTrunk = [{minID = 10;}];
+      };
+    });
+    bad-missing-type = failed (eval [modules.default] {
+      services.k8s.cni.host-local = hostLocal;
+      services.k8s.cni.bridge.enable = true;
+      services.k8s.cni.plugins.portmap.enable = false;
+      services.k8s.cni.network.name = "pod net";
+    });
+    bad-cri = failed (eval [modules.default] {
+      services.k8s.cri = {
+        enable = true;
+        runtime = "cri-o";
+      };
+      services.k8s.cni.plugins.loopback.enable = false;
+      services.kubernetes.kubelet = {
+        enable = true;
+        seedDockerImages = [(drv "pause.tar")];
+      };
+    });
+    # Type errors are thrown (caught here), not assertions.
+    bad-runtime-rejected =
+      !(builtins.tryEval (builtins.deepSeq
+        (eval [modules.cri-adapter] {
+          services.k8s.cri = {
+            enable = true;
+            runtime = "docker";
+          };
+        })
+        .services
+        .k8s
+        .cri
+        .runtime
+        true))
+      .success;
+    bad-mtu-rejected =
+      !(builtins.tryEval (builtins.deepSeq
+        (eval [modules.cni-bridge] {
+          services.k8s.cni.bridge.mtu = 40;
+        })
+        .services
+        .k8s
+        .cni
+        .bridge
+        .mtu
+        true))
+      .success;
+
+    # Every visible option of ours has a description.
+    undocumented = let
+      all =
+        (lib.evalModules {
+          modules = [./stubs.nix modules.default];
+          specialArgs = {inherit pkgs;};
+        })
+        .options;
+      docs = lib.optionAttrSetToDocList all;
+      ourDocs = lib.filter (o: lib.hasPrefix "services.k8s." o.name && o.visible && !(o.internal or false)) docs;
+    in {
+      count = builtins.length ourDocs;
+      missing = map (o: o.name) (lib.filter (o: (o.description or null) == null || o.description == "") ourDocs);
+    };
+  };
+
+  hasMsg = needle: msgs: lib.any (m: lib.hasInfix needle m) msgs;
+  expect = name: cond:
+    if cond
+    then []
+    else [name];
+  c = cases;
+  cniOf = k: c.${k}.containerd.settings.plugins."io.containerd.grpc.v1.cri".cni;
+  failures = lib.concatLists [
+    (expect "host-local-alone: no conflist without a main plugin" (c.host-local-alone.conflist == null && c.host-local-alone.assertions == []))
+    (expect "bridge-alone: conflist with the given ipam" (c.bridge-alone.conflist != null && (builtins.head c.bridge-alone.conflist.plugins).ipam == {type = "dhcp";}))
+    (expect "cri-alone: containerd on, assertions pass" (c.cri-alone.containerd.enable && c.cri-alone.assertions == []))
+    (expect "cri-alone: no conflist, so wait does not require NetworkReady" (lib.hasSuffix " --no-network" (builtins.head c.cri-alone.services.k8s-cri-adapter.ExecStart)))
+    (expect "containerd-node: wait requires NetworkReady" (!(lib.hasInfix "--no-network" (builtins.head c.containerd-node.services.k8s-cri-adapter.ExecStart))))
+    (expect "crio-node: skopeo for seeding" (c.crio-node.services.k8s-cri-adapter.path == [pkgs.skopeo]))
+    (expect "containerd-node: no failed assertion" (c.containerd-node.assertions == []))
+    (expect "containerd-node: bin dir = ours for bridge and host-local, cni-plugins for the rest" (
+      c.containerd-node.pluginPaths.bridge
+      == ours "bridge"
+      && c.containerd-node.pluginPaths.host-local == ours "host-local"
+      && c.containerd-node.pluginPaths.loopback == ref "loopback"
+      && c.containerd-node.pluginPaths.portmap == ref "portmap"
+    ))
+    (expect "containerd-node: containerd uses our bin dir and conf dir (over kubernetes' mkDefault)" (
+      cniOf "containerd-node"
+      == {
+        bin_dir = c.containerd-node.binDir;
+        conf_dir = "/etc/k8s-shims/cni/net.d";
+      }
+    ))
+    (expect "containerd-node: conflist file in our conf dir" (c.containerd-node.etc ? "k8s-shims/cni/net.d/10-k8s-pod-network.conflist"))
+    (expect "containerd-node: kubelet endpoint" (c.containerd-node.kubeletEndpoint == "unix:///run/containerd/containerd.sock"))
+    (expect "containerd-node: kubelet after the adapter" (builtins.elem "k8s-cri-adapter.service" c.containerd-node.services.kubelet.after))
+    (expect "containerd-node: adapter waits then seeds" (builtins.length c.containerd-node.services.k8s-cri-adapter.ExecStart == 2))
+    (expect "containerd-node: plugins' tools on containerd's PATH" (c.containerd-node.services.containerd.path == [pkgs.iptables pkgs.nftables]))
+    (expect "crio-node: no failed assertion" (c.crio-node.assertions == []))
+    (expect "crio-node: reference bridge, our host-local" (c.crio-node.pluginPaths.bridge == ref "bridge" && c.crio-node.pluginPaths.host-local == ours "host-local"))
+    (expect "crio-node: our bin dir first in plugin_dirs, our conf dir" (
+      c.crio-node.crio.settings.crio.network
+      == {
+        plugin_dirs = [c.crio-node.binDir "${pkgs.cni-plugins}/bin"];
+        network_dir = "/etc/k8s-shims/cni/net.d";
+      }
+    ))
+    (expect "crio-node: CRI-O's own conflists off" (!(c.crio-node.etc ? "cni/net.d/10-crio-bridge.conflist") && !(c.crio-node.etc ? "cni/net.d/99-loopback.conflist")))
+    (expect "crio-node: containerd stays off though kubelet is on" (!c.crio-node.containerd.enable))
+    (expect "crio-node: kubelet talks to the serve socket" (c.crio-node.kubeletEndpoint == "unix:///run/k8s-shims/cri.sock" && c.crio-node.endpoint == "unix:///run/k8s-shims/cri.sock"))
+    (expect "crio-node: serve unit" (c.crio-node.services ? k8s-cri-adapter-serve))
+    (expect "mixed: our bridge, reference host-local, flannel, renamed program, dhcp dropped" (
+      c.mixed.pluginPaths.bridge
+      == ours "bridge"
+      && c.mixed.pluginPaths.host-local == ref "host-local"
+      && c.mixed.pluginPaths.flannel == "${pkgs.cni-plugin-flannel}/bin/flannel"
+      && c.mixed.pluginPaths.kn == "${drv "kn-plugins"}/bin/kn-bridge"
+      && !(c.mixed.pluginPaths ? dhcp)
+    ))
+    (expect "mixed: chain bridge, portmap, tuning" (map (p: p.type) c.mixed.conflist.plugins == ["bridge" "portmap" "tuning"]))
+    (expect "user-override: the user's bin_dir and endpoint win" ((cniOf "user-override").bin_dir == "/opt/cni/bin" && c.user-override.kubeletEndpoint == "unix:///run/other.sock"))
+    (expect "user-override: escape hatches merged" (
+      let
+        l = c.user-override.conflist;
+        b = builtins.head l.plugins;
+      in
+        l.disableCheck
+        && l.name == "podnet"
+        && l.cniVersion == "1.1.0"
+        && builtins.length l.plugins == 1
+        && b.dns.nameservers == ["10.96.0.10"]
+        && b.ipam.ranges == [[{subnet = "10.9.0.0/24";}]]
+    ))
+    (expect "user-override: file name from priority and name" (c.user-override.etc ? "k8s-shims/cni/net.d/05-podnet.conflist"))
+    (expect "containerd-v3: v3 layout" (c.containerd-v3.containerd.settings.plugins."io.containerd.cri.v1.runtime".cni.conf_dir == "/etc/k8s-shims/cni/net.d"))
+    (expect "bad-overlap" (hasMsg "range sets 0 and 1 overlap" c.bad-overlap))
+    (expect "bad-cidr" (
+      hasMsg "range set 0, range 0: subnet \"10.1.2.0/33\" is not a valid CIDR" c.bad-cidr
+      && hasMsg "range set 0, range 1: subnet \"10.1.300.0/24\" is not a valid CIDR" c.bad-cidr
+      && hasMsg "range set 1, range 0: subnet 10.1.3.7/24 has host bits set; the network address for a /24 is 10.1.3.0/24" c.bad-cidr
+      && hasMsg "routes: route 0: dst \"default\" is not a valid CIDR" c.bad-cidr
+      && hasMsg "dataDir \"run/cni\" must be an absolute path" c.bad-cidr
+    ))
+    (expect "bad-range" (hasMsg "rangeStart 10.1.1.10 is not in subnet 10.1.0.0/24" c.bad-range && hasMsg "gateway 10.0.0.1 is IPv4 but subnet fd00::/64 is IPv6" c.bad-range))
+    (expect "bad-bridge" (hasMsg "hairpinMode and promiscMode cannot both be true" c.bad-bridge && hasMsg "vlanTrunk: each entry needs" c.bad-bridge))
+    (expect "bad-missing-type" (hasMsg "uses CNI type(s) portmap, which the bin dir does not provide" c.bad-missing-type && hasMsg "\"pod net\" is not a valid CNI network name" c.bad-missing-type))
+    (expect "bad-cri" (hasMsg "keep services.k8s.cni.plugins.loopback enabled" c.bad-cri && hasMsg "list the images in services.k8s.cri.seedImages instead" c.bad-cri))
+    (expect "bad-runtime-rejected" c.bad-runtime-rejected)
+    (expect "bad-mtu-rejected" c.bad-mtu-rejected)
+    (expect "every option documented (${toString c.undocumented.count} checked)" (c.undocumented.missing == [] && c.undocumented.count > 40))
+  ];
+in {
+  results = cases;
+  inherit failures;
+  libVersion = lib.version;
+  nixVersion = builtins.nixVersion;
+}

@@ -1,0 +1,23 @@
+# The few packages the modules use, as fake derivations (they pass
+# types.package; nothing is built).
+let
+  drv = name: {
+    type = "derivation";
+    inherit name;
+    outPath = "${builtins.storeDir}/${builtins.substring 0 32 (builtins.hashString "sha256" name)}-${name}";
+  };
+in {
+  inherit drv;
+  cni-plugins = drv "cni-plugins-1.6.2";
+  cni-plugin-flannel = drv "cni-plugin-flannel-1.6.2";
+  iptables = drv "iptables-1.8.11";
+  nftables = drv "nftables-1.1.1";
+  skopeo = drv "skopeo-1.18.0";
+  k8s-shims = {
+    host-local = drv "k8s-shims-host-local-0.1.0";
+    bridge = drv "k8s-shims-bridge-0.1.0";
+    cri-adapter = drv "k8s-shims-cri-adapter-0.1.0";
+  };
+  # Keeps the entries, so the tests can read the bin dir's layout.
+  linkFarm = name: entries: drv name // {inherit entries;};
+}

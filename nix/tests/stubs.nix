@@ -1,0 +1,142 @@
+# Stand-ins for the NixOS options the k8s-shims modules set or read, for
+# evaluating the modules with nixpkgs' lib alone (lib.evalModules). Since
+# undeclared options are errors, this file is also the list of what our
+# modules touch. The stand-ins also imitate the definitions of nixpkgs'
+# containerd, CRI-O and kubernetes modules that interact with ours (same
+# priorities), so the tests see the same merges as a real system.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}: let
+  inherit (lib) mkOption mkDefault mkOptionDefault mkIf types;
+  # Like pkgs.formats.toml's type: lists concatenate, attrsets merge.
+  tomlValue = let
+    v =
+      types.nullOr (types.oneOf [types.bool types.int types.float types.str types.path (types.attrsOf v) (types.listOf v)])
+      // {description = "TOML value";};
+  in
+    v;
+  list = elem:
+    mkOption {
+      type = types.listOf elem;
+      default = [];
+    };
+  unit = types.submodule {
+    freeformType = types.attrsOf types.anything;
+    options = {
+      description = mkOption {
+        type = types.str;
+        default = "";
+      };
+      wantedBy = list types.str;
+      requiredBy = list types.str;
+      requires = list types.str;
+      wants = list types.str;
+      after = list types.str;
+      before = list types.str;
+      path = list types.package;
+      serviceConfig = mkOption {
+        type = types.attrsOf types.anything;
+        default = {};
+      };
+    };
+  };
+  etcFile = types.submodule {
+    options = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+      };
+      text = mkOption {
+        type = types.nullOr types.lines;
+        default = null;
+      };
+      source = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+      };
+      mode = mkOption {
+        type = types.str;
+        default = "symlink";
+      };
+    };
+  };
+  k8s = config.services.kubernetes;
+in {
+  options = {
+    assertions = mkOption {
+      type = types.listOf (types.submodule {
+        options = {
+          assertion = mkOption {type = types.bool;};
+          message = mkOption {type = types.str;};
+        };
+      });
+      default = [];
+    };
+    warnings = list types.str;
+    environment.etc = mkOption {
+      type = types.attrsOf etcFile;
+      default = {};
+    };
+    systemd.services = mkOption {
+      type = types.attrsOf unit;
+      default = {};
+    };
+    systemd.tmpfiles.rules = list types.str;
+    virtualisation.containerd = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+      };
+      settings = mkOption {
+        type = types.attrsOf tomlValue;
+        default = {};
+      };
+    };
+    virtualisation.cri-o = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+      };
+      settings = mkOption {
+        type = types.attrsOf tomlValue;
+        default = {};
+      };
+    };
+    services.kubernetes.kubelet = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+      };
+      containerRuntimeEndpoint = mkOption {
+        type = types.str;
+        default = "unix:///run/containerd/containerd.sock";
+      };
+      seedDockerImages = list types.package;
+    };
+  };
+
+  config = lib.mkMerge [
+    # nixpkgs' containerd module.
+    (mkIf config.virtualisation.containerd.enable {
+      virtualisation.containerd.settings = {
+        version = 2;
+        plugins."io.containerd.grpc.v1.cri".cni.bin_dir = mkOptionDefault "${pkgs.cni-plugins}/bin";
+      };
+    })
+    # nixpkgs' CRI-O module.
+    (mkIf config.virtualisation.cri-o.enable {
+      virtualisation.cri-o.settings.crio.network.plugin_dirs = ["${pkgs.cni-plugins}/bin"];
+      environment.etc."cni/net.d/10-crio-bridge.conflist".text = "{}";
+      environment.etc."cni/net.d/99-loopback.conflist".text = "{}";
+    })
+    # nixpkgs' kubernetes module, for a kubelet node.
+    (mkIf k8s.kubelet.enable {
+      virtualisation.containerd.enable = mkDefault true;
+      virtualisation.containerd.settings.plugins."io.containerd.grpc.v1.cri".cni.bin_dir = mkDefault "/opt/cni/bin";
+      systemd.services.kubelet.after = ["containerd.service"];
+    })
+  ];
+}
