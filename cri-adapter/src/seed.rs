@@ -108,7 +108,13 @@ fn read_tar(path: &Path) -> Result<HashMap<String, Vec<u8>>> {
         .entries()
         .with_context(|| format!("{}: not a tar archive", path.display()))?;
     for e in entries {
-        let mut e = e.with_context(|| format!("{}: corrupt or truncated tar", path.display()))?;
+        let mut e = e.map_err(|err| {
+            anyhow!(
+                "{}: corrupt or truncated tar ({})",
+                path.display(),
+                printable(&err.to_string())
+            )
+        })?;
         if !e.header().entry_type().is_file() {
             continue;
         }
@@ -127,6 +133,21 @@ fn read_tar(path: &Path) -> Result<HashMap<String, Vec<u8>>> {
         bail!("{}: empty or truncated archive", path.display());
     }
     Ok(files)
+}
+
+/// An error text cut to a readable line: the tar crate quotes raw header
+/// bytes, which from a random file are binary garbage.
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(160)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 fn json(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
@@ -331,7 +352,15 @@ fn normalize(name: &str) -> String {
 /// A corrupt or nameless archive, an unreachable runtime, a failed import
 /// (rolled back), or an image CRI does not see afterwards.
 pub async fn seed(opts: &SeedOptions, archive: &Path) -> Result<Vec<String>> {
-    let images = parse_archive(archive)?;
+    let shown = archive.display().to_string();
+    let images = parse_archive(archive).map_err(|e| {
+        // Name the archive once, whatever layer of parsing failed.
+        if format!("{e:#}").contains(&shown) {
+            e
+        } else {
+            e.context(shown.clone())
+        }
+    })?;
     let mut lines = Vec::new();
     match opts.runtime {
         Runtime::Containerd => {
@@ -339,10 +368,7 @@ pub async fn seed(opts: &SeedOptions, archive: &Path) -> Result<Vec<String>> {
             for img in images {
                 let name = normalize(&img.name);
                 let outcome = import_containerd(opts, ch.clone(), &img, &name).await?;
-                let cri = client::channel(&opts.cri_socket, Duration::from_secs(10)).await?;
-                let id = client::image_id(cri, &name).await?.ok_or_else(|| {
-                    anyhow!("image {name} was imported but CRI ImageStatus does not find it")
-                })?;
+                let id = cri_image_id(&opts.cri_socket, &name).await?;
                 lines.push(format!("{name} {id} {outcome}"));
             }
         }
@@ -378,15 +404,31 @@ pub async fn seed(opts: &SeedOptions, archive: &Path) -> Result<Vec<String>> {
                 if !st.success() {
                     bail!("{} failed: {st}", cmd.join(" "));
                 }
-                let cri = client::channel(&opts.cri_socket, Duration::from_secs(10)).await?;
-                let id = client::image_id(cri, &name).await?.ok_or_else(|| {
-                    anyhow!("image {name} was imported but CRI ImageStatus does not find it")
-                })?;
+                let id = cri_image_id(&opts.cri_socket, &name).await?;
                 lines.push(format!("{name} {id} imported"));
             }
         }
     }
     Ok(lines)
+}
+
+/// CRI `ImageStatus` of `name`, retried for a few seconds: containerd's CRI
+/// plugin learns about a new image from an event, shortly after the image
+/// record exists.
+async fn cri_image_id(socket: &Path, name: &str) -> Result<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let cri = client::channel(socket, Duration::from_secs(10)).await?;
+        if let Some(id) = client::image_id(cri, name).await? {
+            return Ok(id);
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!("image {name} was imported but CRI ImageStatus does not find it");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
 }
 
 fn req<T>(msg: T, ns: &str, lease: Option<&str>) -> Result<Request<T>> {

@@ -12,7 +12,9 @@
 //!
 //! A missing binary is a hard failure (panic with a hint), never a skip.
 
+pub mod cri;
 pub mod netns;
+pub mod oci;
 
 use std::collections::BTreeSet;
 use std::fs;
