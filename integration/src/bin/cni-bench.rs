@@ -5,10 +5,13 @@
 //!     [--ours DIR] [--ref DIR] [--iterations N] [--full-iterations M]
 //! cargo run --release -p integration --bin cni-bench -- bridge \
 //!     [--ours DIR] [--ref DIR] [--iterations N] [--masq-iterations M]
+//! cargo run --release -p integration --bin cni-bench -- cri \
+//!     [--ours DIR] [--iterations N] [--images N] [--clients C] [--seconds S]
 //! ```
 //!
 //! The `bridge` subcommand (root only; everything in throwaway network namespaces) is described
-//! at the `bridge` section below.
+//! at the `bridge` section below, and the `cri` subcommand (root only: `cri-adapter serve` in
+//! front of a containerd it starts, against containerd directly) at the `cri` section.
 //!
 //! `--ours` defaults to `<workspace>/target/release`, `--ref` to `/usr/lib/cni` (Debian's
 //! containernetworking-plugins, reference v1.1.1, so both sides are driven at cniVersion 1.0.0).
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
     let result = match sub {
         "host-local" => host_local(&args[1..]),
         "bridge" => bridge(&args[1..]),
+        "cri" => cri(&args[1..]),
         "bridge-worker" => bridge_worker(&args[1..]),
         "rss-probe" => rss_probe(&args[1..]),
         "-h" | "--help" | "help" => {
@@ -87,13 +91,17 @@ fn main() -> ExitCode {
 fn usage() -> &'static str {
     "usage: cni-bench host-local [--ours DIR] [--ref DIR] [--iterations N] [--full-iterations M]\n\
      \x20      cni-bench bridge [--ours DIR] [--ref DIR] [--iterations N] [--masq-iterations M]\n\
+     \x20      cni-bench cri [--ours DIR] [--iterations N] [--images N] [--clients C] [--seconds S]\n\
      \x20      cni-bench rss-probe PLUGIN CONFIG_FILE [NETNS]   (internal: one ADD, prints children maxrss KiB)\n\
      \x20      cni-bench bridge-worker   (internal: runs plugin batches read from stdin, in its netns)\n\
      host-local defaults: --ours <workspace>/target/release, --ref /usr/lib/cni, --iterations 200,\n\
      \x20         --full-iterations 50 (or iterations/4 when --iterations is given)\n\
      bridge defaults: --ours <workspace>/target/release, --ref /usr/lib/cni, --iterations 100,\n\
      \x20         --masq-iterations iterations/4 (0 skips the ipMasq row); DIR must hold both `bridge`\n\
-     \x20         and `host-local`; needs root (network namespaces)"
+     \x20         and `host-local`; needs root (network namespaces)\n\
+     cri defaults: --ours <workspace>/target/release (falls back to it when DIR has no\n\
+     \x20         `cri-adapter`), --iterations 2000 (ListImages: a quarter), --images 300,\n\
+     \x20         --clients 8, --seconds 2; needs root and Debian's containerd"
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1458,6 +1466,9 @@ fn install_signal_cleanup() -> Res<()> {
         .spawn(move || {
             if let Ok(sig) = set.wait() {
                 eprintln!("cni-bench: {sig}: deleting the bench network namespaces");
+                // `cni-bench cri`: stop serve and containerd, remove their directory.
+                SIGNALLED.store(true, std::sync::atomic::Ordering::SeqCst);
+                cri_cleanup();
                 let left = delete_namespaces();
                 if !left.is_empty() {
                     eprintln!("cni-bench: WARNING: could not delete {left:?}");
@@ -2720,6 +2731,1357 @@ fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
     );
     // Stop the workers before the namespaces go.
     drop(sides);
+    progress("done");
+    print!("{out}");
+
+    if failures.is_empty() {
+        Ok(true)
+    } else {
+        for f in &failures {
+            eprintln!("cni-bench: FAILURE {f}");
+        }
+        Ok(false)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cri
+// ---------------------------------------------------------------------------------------------
+//
+// `cni-bench cri [--ours DIR] [--iterations N] [--images N] [--clients C] [--seconds S]`
+//
+// The per-call cost of `cri-adapter serve` against calling containerd directly, in one run.
+//
+// Setup (root only): Debian's containerd runs inside a throwaway network namespace
+// `cnibench-<pid>-cri` (`ip netns exec`, which also gives it a private mount namespace), with its
+// root, state and socket in a temporary directory and a configuration rendered by
+// `cri-adapter render`. `cri-adapter wait --no-network` holds the bench until CRI answers; then
+// N OCI layout archives built in memory (one image each: one shared tiny layer, a distinct config
+// per image, so each name is its own CRI image) are imported with `cri-adapter seed`, which makes
+// `ListImages` large without a registry (see cri_seed for the retry past a verification race).
+// Finally `cri-adapter serve` listens on a socket of its own in front of containerd. Everything
+// (serve, containerd, mounts under the temporary root, the namespace, the directory) is removed
+// on every exit path: by a guard on return or unwinding, and by the signal thread on
+// SIGINT/SIGTERM/SIGHUP; serve and containerd also get SIGTERM if this process dies
+// (`setpriv --pdeathsig`, when setpriv exists).
+//
+// Measurements, with a CRI client of ours (tonic over the unix socket, `:authority localhost`,
+// one HTTP/2 connection per client):
+// - latency: N sequential calls of `Version`, `ListContainers` (no containers exist) and N/4 of
+//   `ListImages` per target, in blocks of CRI_BLOCK calls that alternate between direct and via
+//   serve; p50 and p99 of each, and added = via serve − direct;
+// - throughput: C concurrent clients (own connection each) calling as fast as they can for S
+//   seconds per target and RPC (two halves, direct / serve / serve / direct); calls/s and
+//   via serve ÷ direct.
+
+const CRI_NS_SUFFIX: &str = "cri";
+const CRI_DEFAULT_ITERATIONS: usize = 2000;
+const CRI_DEFAULT_IMAGES: usize = 300;
+const CRI_DEFAULT_CLIENTS: usize = 8;
+const CRI_DEFAULT_SECONDS: f64 = 2.0;
+/// Sequential calls per target before switching to the other one.
+const CRI_BLOCK: usize = 100;
+/// Warm-up calls per RPC on every connection.
+const CRI_WARMUP: usize = 50;
+/// Longest any single phase of the measurements may take (a hung runtime must not hang us).
+const CRI_PHASE_TIMEOUT: Duration = Duration::from_secs(120);
+const CRI_TARGET_P50_US: f64 = 50.0;
+const CRI_TARGET_P99_US: f64 = 200.0;
+const CRI_TARGET_THROUGHPUT: f64 = 0.90;
+/// Image names seeded for `ListImages`: `<prefix><index>:latest`.
+const CRI_IMAGE_PREFIX: &str = "localhost/cni-bench/img-";
+
+#[derive(Debug)]
+struct CriOpts {
+    ours: PathBuf,
+    iterations: usize,
+    images: usize,
+    clients: usize,
+    seconds: f64,
+}
+
+fn workspace_release_dir() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let workspace = workspace.canonicalize().unwrap_or(workspace);
+    workspace.join("target").join("release")
+}
+
+fn parse_cri_opts(args: &[OsString]) -> Res<CriOpts> {
+    let mut opts = CriOpts {
+        ours: workspace_release_dir(),
+        iterations: CRI_DEFAULT_ITERATIONS,
+        images: CRI_DEFAULT_IMAGES,
+        clients: CRI_DEFAULT_CLIENTS,
+        seconds: CRI_DEFAULT_SECONDS,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let name = arg.to_str().unwrap_or("");
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match name {
+            "--ours" => opts.ours = PathBuf::from(value()?),
+            "--iterations" => opts.iterations = parse_count(name, &value()?)?,
+            "--images" => opts.images = parse_count(name, &value()?)?,
+            "--clients" => opts.clients = parse_count(name, &value()?)?,
+            "--seconds" => {
+                let v = value()?;
+                opts.seconds = match v.to_str().and_then(|s| s.parse::<f64>().ok()) {
+                    Some(s) if s > 0.0 && s <= 600.0 => s,
+                    _ => return Err(format!("{name}: expected seconds in (0, 600], got {v:?}")),
+                };
+            }
+            _ => return Err(format!("unknown argument {arg:?}\n{}", usage())),
+        }
+    }
+    Ok(opts)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `<--ours>/cri-adapter`, else `<workspace>/target/release/cri-adapter` (scripts/bench passes
+/// the static plugin build as --ours, which holds no cri-adapter). Builds nothing.
+fn cri_adapter_path(ours: &Path) -> Res<PathBuf> {
+    let fallback = workspace_release_dir().join("cri-adapter");
+    for path in [ours.join("cri-adapter"), fallback.clone()] {
+        if is_executable(&path) {
+            return path
+                .canonicalize()
+                .map_err(|e| format!("{}: {e}", path.display()));
+        }
+    }
+    Err(format!(
+        "cri-adapter not found in {} nor at {}; build it: cargo build --release -p cri-adapter",
+        ours.display(),
+        fallback.display()
+    ))
+}
+
+/// The first `name` on PATH.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+// Processes and files to remove, shared with the signal thread ---------------------------------
+
+/// What `cri_cleanup` removes: the processes (in start order) and the temporary directory.
+#[derive(Debug, Default)]
+struct CriResources {
+    /// Name, pid, and how long it may take to exit after SIGTERM.
+    pids: Vec<(&'static str, nix::unistd::Pid, Duration)>,
+    dir: Option<PathBuf>,
+    /// Set by the first cleanup: nothing may be registered (created) after it.
+    closed: bool,
+}
+
+static CRI_RESOURCES: std::sync::Mutex<CriResources> = std::sync::Mutex::new(CriResources {
+    pids: Vec::new(),
+    dir: None,
+    closed: false,
+});
+
+/// Set by the signal thread: the process is about to exit, from that thread.
+static SIGNALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn lock_cri() -> std::sync::MutexGuard<'static, CriResources> {
+    CRI_RESOURCES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// SIGTERM, up to `grace` for it to exit, then SIGKILL; reaps it either way.
+fn stop_process(name: &str, pid: nix::unistd::Pid, grace: Duration) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    if kill(pid, Signal::SIGTERM).is_err() {
+        // Already gone (and possibly reaped by a `try_wait`).
+        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+        return;
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(WaitStatus::StillAlive) => {
+                progress(&format!(
+                    "{name} (pid {pid}) still running {grace:?} after SIGTERM: SIGKILL"
+                ));
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+                return;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Decodes the octal escapes (`\040`) of a /proc/self/mountinfo field.
+fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+            out.push(u8::try_from(v).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Lazily unmounts (recursively) every mount point at or under `dir` in our mount namespace.
+/// containerd runs in a mount namespace of its own (`ip netns exec`), so normally there is none.
+fn unmount_under(dir: &Path) {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mount_path(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    // Deepest first; `-R` takes what is below each anyway.
+    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    points.dedup();
+    for p in points {
+        let st = Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(&p)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !st.is_ok_and(|s| s.success()) && p.exists() {
+            eprintln!("cni-bench: WARNING: could not unmount {}", p.display());
+        }
+    }
+}
+
+/// Stops serve and containerd, unmounts and removes the temporary directory. Idempotent; called
+/// by the guard and by the signal thread (the namespace goes with the namespace bookkeeping).
+///
+/// The lock is held throughout, so a second caller (the guard while the signal thread cleans up,
+/// or the reverse) waits until everything is gone, and nothing new is started meanwhile.
+fn cri_cleanup() {
+    let mut res = lock_cri();
+    res.closed = true;
+    let pids = std::mem::take(&mut res.pids);
+    for (name, pid, grace) in pids.iter().rev() {
+        stop_process(name, *pid, *grace);
+    }
+    if let Some(dir) = res.dir.take() {
+        unmount_under(&dir);
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("cni-bench: WARNING: removing {}: {e}", dir.display());
+            }
+        }
+    }
+}
+
+/// Runs `cri_cleanup` when dropped (every return path, and unwinding).
+#[derive(Debug)]
+struct CriGuard;
+
+impl Drop for CriGuard {
+    fn drop(&mut self) {
+        cri_cleanup();
+    }
+}
+
+/// Spawns `command` with stdout and stderr appended to `log`, and registers it for cleanup.
+fn spawn_logged(
+    name: &'static str,
+    mut command: Command,
+    log: &Path,
+    grace: Duration,
+) -> Res<Child> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let file2 = file
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut res = lock_cri();
+    if res.closed {
+        return Err(format!("not starting {name}: interrupted"));
+    }
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::from(file2))
+        .spawn()
+        .map_err(|e| format!("spawn {name} ({:?}): {e}", command.get_program()))?;
+    let pid = i32::try_from(child.id()).map_err(|e| format!("{name}: pid: {e}"))?;
+    res.pids
+        .push((name, nix::unistd::Pid::from_raw(pid), grace));
+    Ok(child)
+}
+
+/// The last lines of a log file, for error messages.
+fn log_tail(log: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let tail = all[all.len().saturating_sub(lines)..].join("\n    ");
+    format!("last lines of {}:\n    {tail}", log.display())
+}
+
+/// Runs a command to completion; its stdout on success, else an error with its output.
+fn run_checked(mut command: Command, what: &str) -> Res<String> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{what}: spawn {:?}: {e}", command.get_program()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed ({}):\n  stdout: {}\n  stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+// The image archive ----------------------------------------------------------------------------
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+fn tar_append(builder: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) -> Res<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    builder
+        .append_data(&mut header, path, data)
+        .map_err(|e| format!("building the image archive ({path}): {e}"))
+}
+
+/// `n` OCI image layout archives (tar), one image each, named `<CRI_IMAGE_PREFIX><i>:latest`:
+/// one shared tiny layer, and a config per image that differs by a label, so every name is a
+/// distinct image (containerd's CRI groups names by config digest). Returns (name, archive).
+fn cri_image_archives(n: usize) -> Res<Vec<(String, Vec<u8>)>> {
+    let mut layer = tar::Builder::new(Vec::new());
+    tar_append(
+        &mut layer,
+        "cni-bench.txt",
+        b"cni-bench cri ListImages filler\n",
+    )?;
+    let layer = layer
+        .into_inner()
+        .map_err(|e| format!("building the layer: {e}"))?;
+    let layer_digest = sha256_hex(&layer);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let config = serde_json::json!({
+            "architecture": oci_arch(),
+            "os": "linux",
+            "created": "2024-01-01T00:00:00Z",
+            "config": {
+                "Cmd": ["/cni-bench.txt"],
+                "Labels": { "io.k8s-shims.cni-bench.index": i.to_string() },
+            },
+            "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer_digest}")] },
+        })
+        .to_string();
+        let config_digest = sha256_hex(config.as_bytes());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": format!("sha256:{config_digest}"),
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": format!("sha256:{layer_digest}"),
+                "size": layer.len(),
+            }],
+        })
+        .to_string();
+        let manifest_digest = sha256_hex(manifest.as_bytes());
+        let name = format!("{CRI_IMAGE_PREFIX}{i:04}:latest");
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{manifest_digest}"),
+                "size": manifest.len(),
+                "annotations": { "io.containerd.image.name": name },
+            }],
+        })
+        .to_string();
+        let mut archive = tar::Builder::new(Vec::new());
+        for (path, data) in [
+            (
+                "oci-layout".to_string(),
+                &br#"{"imageLayoutVersion":"1.0.0"}"#[..],
+            ),
+            (format!("blobs/sha256/{layer_digest}"), &layer[..]),
+            (format!("blobs/sha256/{config_digest}"), config.as_bytes()),
+            (
+                format!("blobs/sha256/{manifest_digest}"),
+                manifest.as_bytes(),
+            ),
+            ("index.json".to_string(), index.as_bytes()),
+        ] {
+            tar_append(&mut archive, &path, data)?;
+        }
+        let archive = archive
+            .into_inner()
+            .map_err(|e| format!("building the image archive: {e}"))?;
+        out.push((name, archive));
+    }
+    Ok(out)
+}
+
+// Setup ------------------------------------------------------------------------------------------
+
+/// The running bench environment.
+#[derive(Debug)]
+struct CriEnv {
+    adapter: PathBuf,
+    netns: String,
+    /// containerd's socket.
+    direct: PathBuf,
+    /// serve's socket.
+    proxied: PathBuf,
+    containerd: Child,
+    serve: Child,
+    containerd_log: PathBuf,
+    serve_log: PathBuf,
+    seed_time: Duration,
+    /// `cri-adapter seed` runs it took (see the retry in cri_setup).
+    seed_attempts: usize,
+    images: Vec<String>,
+    archive_len: usize,
+}
+
+/// Appends `setpriv --pdeathsig TERM` (when setpriv exists) to a command whose next argument
+/// is the program to run: the process is then terminated if this one dies without cleaning up
+/// (the children are spawned by the main thread, which lives as long as the process).
+fn pdeathsig_prefix(cmd: &mut Command) {
+    if let Some(setpriv) = find_on_path("setpriv") {
+        cmd.arg(setpriv).args(["--pdeathsig", "TERM"]);
+    }
+}
+
+/// Waits until `socket` accepts a connection, failing early if `child` exits.
+fn wait_for_socket(socket: &Path, child: &mut Child, log: &Path, timeout: Duration) -> Res<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!(
+                "the process for {} exited ({st}); {}",
+                socket.display(),
+                log_tail(log, 15)
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} did not accept connections within {timeout:?}; {}",
+                socket.display(),
+                log_tail(log, 15)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Imports the archives (`paths[i]` holds `images[i]`) with `cri-adapter seed`, all in one run
+/// when it succeeds. A seed whose CRI ImageStatus check runs before containerd's CRI plugin has
+/// processed the image event fails with "image NAME was imported but CRI ImageStatus does not
+/// find it" (the image is in containerd by then); the next run starts at that image, which is
+/// then a no-op. Returns the time taken and the number of runs.
+fn cri_seed(
+    adapter: &Path,
+    endpoint: &str,
+    images: &[String],
+    paths: &[PathBuf],
+) -> Res<(Duration, usize)> {
+    let started = Instant::now();
+    let mut from = 0;
+    let mut runs = 0;
+    let max_runs = 3 * images.len() + 3;
+    while from < paths.len() {
+        runs += 1;
+        let mut seed = Command::new(adapter);
+        seed.args(["seed", "--endpoint", endpoint])
+            .args(&paths[from..]);
+        match run_checked(seed, "cri-adapter seed") {
+            Ok(out) => {
+                let seeded = out.lines().filter(|l| !l.trim().is_empty()).count();
+                if seeded != paths.len() - from {
+                    return Err(format!(
+                        "cri-adapter seed reported {seeded} images, expected {}:\n{out}",
+                        paths.len() - from
+                    ));
+                }
+                from = paths.len();
+            }
+            Err(e) if runs < max_runs => {
+                let raced = e
+                    .split("image ")
+                    .filter_map(|t| t.split_once(" was imported but CRI ImageStatus"))
+                    .map(|(name, _)| name)
+                    .find_map(|name| images.iter().position(|n| n == name));
+                match raced {
+                    Some(i) if i >= from => {
+                        from = i;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    _ => return Err(e),
+                }
+            }
+            Err(e) => return Err(format!("{e}\n(after {runs} runs)")),
+        }
+    }
+    Ok((started.elapsed(), runs))
+}
+
+fn cri_setup(opts: &CriOpts, adapter: &Path, containerd: &Path) -> Res<CriEnv> {
+    // From its creation on, the directory belongs to cri_cleanup (every path, signals too).
+    let dir = {
+        let mut res = lock_cri();
+        if res.closed {
+            return Err("interrupted".into());
+        }
+        let dir = tempdir("cni-bench-cri-")?.keep();
+        res.dir = Some(dir.clone());
+        dir
+    };
+    let root = dir.join("root");
+    let state = dir.join("state");
+    let net_d = dir.join("net.d");
+    for d in [&root, &state, &net_d] {
+        fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let direct = dir.join("containerd.sock");
+    let proxied = dir.join("cri.sock");
+    let config = dir.join("containerd.toml");
+    let containerd_log = dir.join("containerd.log");
+    let serve_log = dir.join("serve.log");
+    let endpoint = format!("unix://{}", direct.display());
+    let bin_dir = adapter.parent().unwrap_or_else(|| Path::new("/"));
+
+    progress("rendering the containerd configuration with cri-adapter render");
+    let mut render = Command::new(adapter);
+    render
+        .args(["render", "--runtime", "containerd", "--root"])
+        .arg(&root)
+        .arg("--state")
+        .arg(&state)
+        .arg("--address")
+        .arg(&direct)
+        .arg("--cni-bin-dir")
+        .arg(bin_dir)
+        .arg("--cni-conf-dir")
+        .arg(&net_d)
+        .arg("--output")
+        .arg(&config);
+    run_checked(render, "cri-adapter render")?;
+
+    let netns = format!("{NS_PREFIX}-{}-{CRI_NS_SUFFIX}", std::process::id());
+    progress(&format!("starting containerd in network namespace {netns}"));
+    create_namespaces(std::slice::from_ref(&netns))?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &netns]);
+    pdeathsig_prefix(&mut cmd);
+    cmd.arg(containerd).arg("--config").arg(&config);
+    let mut containerd_child =
+        spawn_logged("containerd", cmd, &containerd_log, Duration::from_secs(10))?;
+
+    let mut wait = Command::new(adapter);
+    wait.args([
+        "wait",
+        "--endpoint",
+        &endpoint,
+        "--no-network",
+        "--timeout",
+        "30",
+    ]);
+    if let Err(e) = run_checked(wait, "cri-adapter wait") {
+        let exited = match containerd_child.try_wait() {
+            Ok(Some(st)) => format!(" (containerd exited: {st})"),
+            _ => String::new(),
+        };
+        return Err(format!("{e}{exited}\n{}", log_tail(&containerd_log, 20)));
+    }
+
+    progress(&format!(
+        "seeding {} images (one OCI archive each) with cri-adapter seed",
+        opts.images
+    ));
+    let archives = cri_image_archives(opts.images)?;
+    let images_dir = dir.join("images");
+    fs::create_dir_all(&images_dir).map_err(|e| format!("{}: {e}", images_dir.display()))?;
+    let mut paths = Vec::with_capacity(archives.len());
+    let mut archive_len = 0;
+    for (i, (_, data)) in archives.iter().enumerate() {
+        let path = images_dir.join(format!("img-{i:04}.tar"));
+        fs::write(&path, data).map_err(|e| format!("{}: {e}", path.display()))?;
+        archive_len += data.len();
+        paths.push(path);
+    }
+    let images: Vec<String> = archives.into_iter().map(|(name, _)| name).collect();
+    let (seed_time, seed_attempts) = cri_seed(adapter, &endpoint, &images, &paths)?;
+    progress(&format!(
+        "seeded {} images in {:.1} s ({seed_attempts} cri-adapter seed runs)",
+        images.len(),
+        seed_time.as_secs_f64()
+    ));
+
+    progress("starting cri-adapter serve");
+    let mut cmd = match find_on_path("setpriv") {
+        Some(setpriv) => {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "TERM"]).arg(adapter);
+            c
+        }
+        None => Command::new(adapter),
+    };
+    cmd.args(["serve", "--listen"])
+        .arg(&proxied)
+        .args(["--upstream", &endpoint]);
+    let mut serve = spawn_logged("cri-adapter serve", cmd, &serve_log, Duration::from_secs(2))?;
+    wait_for_socket(&proxied, &mut serve, &serve_log, Duration::from_secs(10))?;
+
+    Ok(CriEnv {
+        adapter: adapter.to_path_buf(),
+        netns,
+        direct,
+        proxied,
+        containerd: containerd_child,
+        serve,
+        containerd_log,
+        serve_log,
+        seed_time,
+        seed_attempts,
+        images,
+        archive_len,
+    })
+}
+
+// The CRI client ---------------------------------------------------------------------------------
+
+/// A unix stream that counts the bytes read from it (to report response sizes on the wire).
+#[derive(Debug)]
+struct CountingStream {
+    inner: tokio::net::UnixStream,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl tokio::io::AsyncRead for CountingStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = r {
+            let n = (buf.filled().len() - before) as u64;
+            self.read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One CRI client: its own HTTP/2 connection (`:authority localhost`), 16 MiB messages.
+#[derive(Debug, Clone)]
+struct CriClient {
+    runtime: k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    images: k8s_cri::v1::image_service_client::ImageServiceClient<tonic::transport::Channel>,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+const CRI_MAX_MESSAGE: usize = 16 << 20;
+
+async fn cri_connect(socket: &Path) -> Res<CriClient> {
+    let path = socket.to_path_buf();
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = read.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            let read = counter.clone();
+            async move {
+                let inner = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(CountingStream {
+                    inner,
+                    read,
+                }))
+            }
+        }))
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
+    Ok(CriClient {
+        runtime: k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(channel.clone())
+            .max_decoding_message_size(CRI_MAX_MESSAGE)
+            .max_encoding_message_size(CRI_MAX_MESSAGE),
+        images: k8s_cri::v1::image_service_client::ImageServiceClient::new(channel)
+            .max_decoding_message_size(CRI_MAX_MESSAGE)
+            .max_encoding_message_size(CRI_MAX_MESSAGE),
+        read,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rpc {
+    Version,
+    ListContainers,
+    ListImages,
+}
+
+impl Rpc {
+    const ALL: [Rpc; 3] = [Rpc::Version, Rpc::ListContainers, Rpc::ListImages];
+
+    fn name(self) -> &'static str {
+        match self {
+            Rpc::Version => "Version",
+            Rpc::ListContainers => "ListContainers",
+            Rpc::ListImages => "ListImages",
+        }
+    }
+}
+
+/// One call; returns the number of items in the response (1 for Version).
+async fn cri_call(c: &mut CriClient, rpc: Rpc) -> Res<usize> {
+    let err = |e: tonic::Status| format!("CRI {}: {e}", rpc.name());
+    match rpc {
+        Rpc::Version => {
+            let r = c
+                .runtime
+                .version(k8s_cri::v1::VersionRequest {
+                    version: "v1".into(),
+                })
+                .await
+                .map_err(err)?;
+            Ok(usize::from(!r.get_ref().runtime_version.is_empty()))
+        }
+        Rpc::ListContainers => {
+            let r = c
+                .runtime
+                .list_containers(k8s_cri::v1::ListContainersRequest { filter: None })
+                .await
+                .map_err(err)?;
+            Ok(r.get_ref().containers.len())
+        }
+        Rpc::ListImages => {
+            let r = c
+                .images
+                .list_images(k8s_cri::v1::ListImagesRequest { filter: None })
+                .await
+                .map_err(err)?;
+            Ok(r.get_ref().images.len())
+        }
+    }
+}
+
+/// One call whose response must hold `want` items (checked on every call: it is cheap).
+async fn cri_checked_call(c: &mut CriClient, rpc: Rpc, want: usize) -> Res<()> {
+    let n = cri_call(c, rpc).await?;
+    if n != want {
+        return Err(format!(
+            "CRI {}: {n} items in the response, expected {want}",
+            rpc.name()
+        ));
+    }
+    Ok(())
+}
+
+async fn with_phase_timeout<T>(what: &str, f: impl std::future::Future<Output = Res<T>>) -> Res<T> {
+    tokio::time::timeout(CRI_PHASE_TIMEOUT, f)
+        .await
+        .map_err(|_| format!("{what}: no answer within {CRI_PHASE_TIMEOUT:?}"))?
+}
+
+/// The two targets, direct (containerd) first, via serve second.
+type Pair<T> = [T; 2];
+const TARGETS: Pair<&str> = ["direct", "via serve"];
+
+/// Sequential latency samples of `n` calls per target, in alternating blocks.
+async fn cri_latency(
+    clients: &mut Pair<CriClient>,
+    rpc: Rpc,
+    n: usize,
+    want: usize,
+) -> Res<Pair<Vec<Duration>>> {
+    let mut samples: Pair<Vec<Duration>> = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    let mut done = 0;
+    let mut block = 0;
+    while done < n {
+        let len = CRI_BLOCK.min(n - done);
+        let order = if block % 2 == 0 { [0, 1] } else { [1, 0] };
+        for t in order {
+            for _ in 0..len {
+                let start = Instant::now();
+                let got = cri_call(&mut clients[t], rpc).await;
+                let took = start.elapsed();
+                match got {
+                    Ok(k) if k == want => samples[t].push(took),
+                    Ok(k) => {
+                        return Err(format!(
+                            "{}: CRI {}: {k} items in the response, expected {want}",
+                            TARGETS[t],
+                            rpc.name()
+                        ))
+                    }
+                    Err(e) => return Err(format!("{}: {e}", TARGETS[t])),
+                }
+            }
+        }
+        done += len;
+        block += 1;
+    }
+    Ok(samples)
+}
+
+/// `clients.len()` concurrent callers for `time`; returns the calls completed and the elapsed
+/// wall time.
+async fn cri_throughput_slice(
+    clients: &[CriClient],
+    rpc: Rpc,
+    want: usize,
+    time: Duration,
+) -> Res<(u64, Duration)> {
+    let start = Instant::now();
+    let deadline = start + time;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in clients {
+        let mut c = c.clone();
+        tasks.spawn(async move {
+            let mut calls = 0u64;
+            while Instant::now() < deadline {
+                cri_checked_call(&mut c, rpc, want).await?;
+                calls += 1;
+            }
+            Ok::<u64, String>(calls)
+        });
+    }
+    let mut total = 0;
+    let mut first_err = None;
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(n)) => total += n,
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(format!("client task: {e}"));
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok((total, elapsed)),
+    }
+}
+
+/// Calls per second per target: halves in the order direct, serve, serve, direct.
+async fn cri_throughput(
+    pools: &Pair<Vec<CriClient>>,
+    rpc: Rpc,
+    want: usize,
+    seconds: f64,
+) -> Res<Pair<f64>> {
+    let half = Duration::from_secs_f64(seconds / 2.0);
+    let mut calls = [0u64; 2];
+    let mut time = [Duration::ZERO; 2];
+    for t in [0, 1, 1, 0] {
+        let (n, d) = cri_throughput_slice(&pools[t], rpc, want, half)
+            .await
+            .map_err(|e| format!("{}: {e}", TARGETS[t]))?;
+        calls[t] += n;
+        time[t] += d;
+    }
+    Ok([0, 1].map(|t| ratio(calls[t] as f64, time[t].as_secs_f64())))
+}
+
+/// Per target, the sequential latencies of one RPC.
+type LatencySamples = Res<Pair<Vec<Duration>>>;
+
+/// What the measurements produced.
+#[derive(Debug)]
+struct CriResults {
+    runtime: String,
+    list_images_bytes: Pair<u64>,
+    latency: Vec<(Rpc, usize, LatencySamples)>,
+    throughput: Vec<(Rpc, Res<Pair<f64>>)>,
+}
+
+async fn cri_measure(env: &CriEnv, opts: &CriOpts) -> Res<CriResults> {
+    let sockets = [&env.direct, &env.proxied];
+    let mut pools: Pair<Vec<CriClient>> = [Vec::new(), Vec::new()];
+    for (t, socket) in sockets.iter().enumerate() {
+        for _ in 0..opts.clients {
+            pools[t].push(
+                cri_connect(socket)
+                    .await
+                    .map_err(|e| format!("{}: {e}", TARGETS[t]))?,
+            );
+        }
+    }
+    let mut one = [pools[0][0].clone(), pools[1][0].clone()];
+
+    // What the runtime says it is, and the expected item counts.
+    let version = with_phase_timeout("Version", async {
+        one[0]
+            .runtime
+            .version(k8s_cri::v1::VersionRequest {
+                version: "v1".into(),
+            })
+            .await
+            .map_err(|e| format!("CRI Version: {e}"))
+    })
+    .await?
+    .into_inner();
+    let runtime = format!(
+        "{} {} (CRI {})",
+        version.runtime_name, version.runtime_version, version.runtime_api_version
+    );
+    let n_images = with_phase_timeout("ListImages", cri_call(&mut one[0], Rpc::ListImages)).await?;
+    let n_containers =
+        with_phase_timeout("ListContainers", cri_call(&mut one[0], Rpc::ListContainers)).await?;
+    if n_images < env.images.len() {
+        return Err(format!(
+            "ListImages returns {n_images} images, fewer than the {} seeded",
+            env.images.len()
+        ));
+    }
+    // Every seeded name must be listed (and the count is what every later call must return).
+    let listed = with_phase_timeout("ListImages", async {
+        one[0]
+            .images
+            .list_images(k8s_cri::v1::ListImagesRequest { filter: None })
+            .await
+            .map_err(|e| format!("CRI ListImages: {e}"))
+    })
+    .await?
+    .into_inner();
+    let tags: HashSet<&str> = listed
+        .images
+        .iter()
+        .flat_map(|i| i.repo_tags.iter().map(String::as_str))
+        .collect();
+    if let Some(missing) = env.images.iter().find(|n| !tags.contains(n.as_str())) {
+        return Err(format!(
+            "ListImages does not list the seeded image {missing}"
+        ));
+    }
+    let want = |rpc: Rpc| match rpc {
+        Rpc::Version => 1,
+        Rpc::ListContainers => n_containers,
+        Rpc::ListImages => n_images,
+    };
+
+    // Warm every connection up (and check both targets answer the same).
+    progress(&format!(
+        "warming up {} connections per target",
+        opts.clients
+    ));
+    with_phase_timeout("warm-up", async {
+        for (t, pool) in pools.iter_mut().enumerate() {
+            for c in pool.iter_mut() {
+                for rpc in Rpc::ALL {
+                    for _ in 0..CRI_WARMUP {
+                        cri_checked_call(c, rpc, want(rpc))
+                            .await
+                            .map_err(|e| format!("{}: {e}", TARGETS[t]))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+    .await?;
+
+    // Response size on the wire: bytes read by one ListImages call on each target.
+    let mut list_images_bytes = [0u64; 2];
+    for t in 0..2 {
+        let before = one[t].read.load(std::sync::atomic::Ordering::Relaxed);
+        with_phase_timeout(
+            "ListImages",
+            cri_checked_call(&mut one[t], Rpc::ListImages, n_images),
+        )
+        .await?;
+        list_images_bytes[t] = one[t].read.load(std::sync::atomic::Ordering::Relaxed) - before;
+    }
+
+    let mut latency = Vec::new();
+    for rpc in Rpc::ALL {
+        let n = if rpc == Rpc::ListImages {
+            opts.iterations.div_ceil(4)
+        } else {
+            opts.iterations
+        };
+        progress(&format!(
+            "latency: {n} sequential {} calls per target, blocks of {CRI_BLOCK}",
+            rpc.name()
+        ));
+        let r = with_phase_timeout(rpc.name(), cri_latency(&mut one, rpc, n, want(rpc))).await;
+        latency.push((rpc, n, r));
+    }
+    let mut throughput = Vec::new();
+    for rpc in Rpc::ALL {
+        progress(&format!(
+            "throughput: {} concurrent clients calling {} for {:.1} s per target",
+            opts.clients,
+            rpc.name(),
+            opts.seconds
+        ));
+        let r = with_phase_timeout(
+            rpc.name(),
+            cri_throughput(&pools, rpc, want(rpc), opts.seconds),
+        )
+        .await;
+        throughput.push((rpc, r));
+    }
+    Ok(CriResults {
+        runtime,
+        list_images_bytes,
+        latency,
+        throughput,
+    })
+}
+
+// Driver and report ------------------------------------------------------------------------------
+
+fn fmt_us(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 10_000.0 {
+        format!("{us:.1} µs")
+    } else {
+        fmt_dur(d)
+    }
+}
+
+fn fmt_kib(bytes: u64) -> String {
+    format!("{:.1} KiB", bytes as f64 / 1024.0)
+}
+
+fn cri(args: &[OsString]) -> Res<bool> {
+    let result = cri_run(args);
+    if SIGNALLED.load(std::sync::atomic::Ordering::SeqCst) {
+        // The signal thread cleans up and exits the process; failures caused by its killing
+        // serve and containerd are not worth reporting.
+        loop {
+            std::thread::park();
+        }
+    }
+    result
+}
+
+fn cri_run(args: &[OsString]) -> Res<bool> {
+    let opts = parse_cri_opts(args)?;
+    let started = *START.get_or_init(Instant::now);
+    let adapter = cri_adapter_path(&opts.ours)?;
+    let containerd = find_on_path("containerd")
+        .ok_or("containerd not found on PATH (Debian: apt-get install containerd)")?;
+    if !is_root() {
+        return Err("cni-bench cri needs root (network namespace, containerd)".into());
+    }
+    // Before any thread exists, so that every later thread inherits the blocked mask.
+    install_signal_cleanup()?;
+    delete_stale_namespaces();
+    // Dropped in reverse order: serve and containerd stop first, then the namespace goes.
+    let _ns_guard = NamespaceGuard;
+    let _cri_guard = CriGuard;
+    let mut env = cri_setup(&opts, &adapter, &containerd)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("building the tokio runtime: {e}"))?;
+    let measured = runtime.block_on(cri_measure(&env, &opts));
+    drop(runtime);
+    if SIGNALLED.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(false);
+    }
+    // Both must still be running: a crash mid-run would make the numbers meaningless.
+    let mut failures: Vec<String> = Vec::new();
+    for (name, child, log) in [
+        ("containerd", &mut env.containerd, &env.containerd_log),
+        ("cri-adapter serve", &mut env.serve, &env.serve_log),
+    ] {
+        if let Ok(Some(st)) = child.try_wait() {
+            failures.push(format!(
+                "{name} exited during the bench ({st}); {}",
+                log_tail(log, 15)
+            ));
+        }
+    }
+    let res = match measured {
+        Ok(r) => r,
+        Err(e) => {
+            failures.push(e);
+            for f in &failures {
+                eprintln!("cni-bench: FAILURE {f}");
+            }
+            return Ok(false);
+        }
+    };
+    let adapter_version = run_checked(
+        {
+            let mut c = Command::new(&env.adapter);
+            c.arg("--version");
+            c
+        },
+        "cri-adapter --version",
+    )
+    .map(|s| s.trim().to_string())
+    .unwrap_or_else(|_| "cri-adapter (version unknown)".into());
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
+    let n_images = env.images.len();
+    for (rpc, n, r) in &res.latency {
+        let label = match rpc {
+            Rpc::ListImages => format!(
+                "ListImages ({n_images} images, {} response)",
+                fmt_kib(res.list_images_bytes[0])
+            ),
+            _ => rpc.name().to_string(),
+        };
+        let (p50_name, p99_name) = match rpc {
+            Rpc::Version => ("Version p50", "Version p99"),
+            Rpc::ListContainers => ("ListContainers p50", "ListContainers p99"),
+            Rpc::ListImages => ("ListImages p50", "ListImages p99"),
+        };
+        for (pct, name, limit) in [
+            (50, p50_name, CRI_TARGET_P50_US),
+            (99, p99_name, CRI_TARGET_P99_US),
+        ] {
+            let what = format!("{label}: p{pct} of {n} sequential calls");
+            let text = format!("added ≤ {limit:.0} µs");
+            match r {
+                Ok([d, p]) => {
+                    let (d, p) = (percentile(d, pct), percentile(p, pct));
+                    let added = (p.as_secs_f64() - d.as_secs_f64()) * 1e6;
+                    rows.push(Row {
+                        what,
+                        ours: Some(fmt_us(d)),
+                        reference: Some(fmt_us(p)),
+                        ratio: Some(format!("{added:+.1} µs")),
+                    });
+                    targets.push(Target {
+                        name,
+                        text: format!("{text}: {added:+.1} µs"),
+                        met: Some(added <= limit),
+                    });
+                }
+                Err(e) => {
+                    failures.push(format!("{name}: {e}"));
+                    rows.push(failed_row(&what));
+                    targets.push(failed_target(name, &text));
+                }
+            }
+        }
+    }
+    for (rpc, r) in &res.throughput {
+        let name = match rpc {
+            Rpc::Version => "Version throughput",
+            Rpc::ListContainers => "ListContainers throughput",
+            Rpc::ListImages => "ListImages throughput",
+        };
+        let what = format!(
+            "{} throughput, {} concurrent clients, calls/s",
+            rpc.name(),
+            opts.clients
+        );
+        let text = format!(
+            "via serve ≥ {:.0}% of direct",
+            CRI_TARGET_THROUGHPUT * 100.0
+        );
+        match r {
+            Ok([d, p]) => {
+                let ra = ratio(*p, *d);
+                rows.push(Row {
+                    what,
+                    ours: Some(format!("{d:.0}")),
+                    reference: Some(format!("{p:.0}")),
+                    ratio: Some(fmt_ratio(ra)),
+                });
+                targets.push(Target {
+                    name,
+                    text: format!("{text}: {:.1}%", ra * 100.0),
+                    met: Some(ra >= CRI_TARGET_THROUGHPUT),
+                });
+            }
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                rows.push(failed_row(&what));
+                targets.push(failed_target(name, &text));
+            }
+        }
+    }
+
+    // Report.
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## cri-adapter serve: containerd direct vs via serve\n"
+    );
+    let _ = writeln!(out, "- machine: {}", machine());
+    let _ = writeln!(
+        out,
+        "- runtime: {} in netns `{}`, socket `{}`",
+        res.runtime,
+        env.netns,
+        env.direct.display()
+    );
+    let _ = writeln!(
+        out,
+        "- serve: `{}` ({adapter_version}), socket `{}`",
+        env.adapter.display(),
+        env.proxied.display()
+    );
+    let _ = writeln!(
+        out,
+        "- images: {n_images} seeded from as many OCI archives ({} in all) in {:.1} s ({} `cri-adapter seed` \
+         run{}); one ListImages response is {} on the wire direct, {} via serve; ListContainers \
+         lists no containers",
+        fmt_kib(env.archive_len as u64),
+        env.seed_time.as_secs_f64(),
+        env.seed_attempts,
+        if env.seed_attempts == 1 { "" } else { "s" },
+        fmt_kib(res.list_images_bytes[0]),
+        fmt_kib(res.list_images_bytes[1])
+    );
+    let _ = writeln!(
+        out,
+        "- client: tonic over the unix socket, one HTTP/2 connection per client, {CRI_WARMUP} \
+         warm-up calls per RPC and connection; latency: sequential calls in blocks of \
+         {CRI_BLOCK} alternating direct / via serve; throughput: {} clients for {:.1} s per \
+         target and RPC; total bench time {:.1} s\n",
+        opts.clients,
+        opts.seconds,
+        started.elapsed().as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "| measurement | direct | via serve | added / ratio |\n|---|---:|---:|---:|"
+    );
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            r.what,
+            cell(&r.ours),
+            cell(&r.reference),
+            cell(&r.ratio)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nadded = via serve − direct at the same percentile (lower is better); ratio = via \
+         serve ÷ direct calls/s (higher is better)."
+    );
+    let met = targets.iter().filter(|t| t.met == Some(true)).count();
+    let summary: Vec<String> = targets
+        .iter()
+        .map(|t| {
+            let verdict = match t.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "FAILED",
+            };
+            format!("{} {} {verdict}", t.name, t.text)
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nTargets ({met}/{} met): {}",
+        targets.len(),
+        summary.join("; ")
+    );
+    progress("stopping serve and containerd");
+    drop(env);
+    cri_cleanup();
     progress("done");
     print!("{out}");
 
