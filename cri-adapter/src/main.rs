@@ -42,6 +42,14 @@ enum Schema {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum ServeMode {
+    /// Copy each connection's bytes to its own runtime connection.
+    Splice,
+    /// Terminate HTTP/2 and forward call by call.
+    H2,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum OomChoice {
     /// Restrict when this host lacks CAP_SYS_RESOURCE.
     Auto,
@@ -154,9 +162,14 @@ enum Cmd {
         /// containerd or cri-o (selects the default upstream).
         #[arg(long, default_value = "containerd")]
         runtime: Runtime,
-        /// Longest wait for a down runtime, for calls without a deadline (seconds).
+        /// Longest wait for a down runtime (seconds): per connection in splice
+        /// mode, per call without a deadline in h2 mode.
         #[arg(long, default_value_t = 60)]
         max_wait: u64,
+        /// splice: bytes copied per connection (fastest, any client);
+        /// h2: per-call forwarding with per-call UNAVAILABLE.
+        #[arg(long, value_enum, default_value = "splice")]
+        mode: ServeMode,
     },
 }
 
@@ -291,10 +304,19 @@ async fn run(cli: Cli) -> Result<()> {
             upstream,
             runtime,
             max_wait,
+            mode,
         } => {
             let up = endpoint_or_default(upstream.as_deref(), runtime)?;
             let upstream = Arc::new(serve::Upstream::new(up, Duration::from_secs(max_wait)));
-            serve::serve(&listen, upstream).await?;
+            serve::serve(
+                &listen,
+                upstream,
+                match mode {
+                    ServeMode::Splice => serve::Mode::Splice,
+                    ServeMode::H2 => serve::Mode::H2,
+                },
+            )
+            .await?;
         }
     }
     Ok(())
@@ -308,17 +330,24 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `serve` runs on one thread: a call's client stream and its upstream
+    // stream then live on the same thread, with no cross-thread wake-ups.
+    let mut builder = if matches!(cli.command, Cmd::Serve { .. }) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cri-adapter: cannot start the async runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let outcome = rt.block_on(run(cli));
+    // Do not wait for idle blocking-pool threads (10 s keep-alive).
+    rt.shutdown_timeout(Duration::from_millis(100));
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cri-adapter: {e:#}");

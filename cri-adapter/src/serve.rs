@@ -1,5 +1,7 @@
 //! `serve`: a stable CRI socket in front of the runtime, forwarding HTTP/2
-//! frame by frame.
+//! frame by frame, in one of two modes ([`Mode`]). The default, splice,
+//! copies each client connection's bytes to its own runtime connection.
+//! The h2 mode, described below, terminates HTTP/2 and forwards per call.
 //!
 //! Nothing is decoded: every path (RPCs we were never compiled with too),
 //! header, trailer, status, `grpc-timeout` and message size passes through;
@@ -34,7 +36,10 @@ type Body = BoxBody<Bytes, hyper::Error>;
 #[derive(Debug)]
 pub struct Upstream {
     path: PathBuf,
-    conn: Mutex<Option<SendRequest<Incoming>>>,
+    /// The live connection; a plain mutex held only to clone the handle.
+    conn: std::sync::Mutex<Option<SendRequest<Incoming>>>,
+    /// Serialises reconnects.
+    connecting: Mutex<()>,
     max_wait: Duration,
 }
 
@@ -110,25 +115,35 @@ impl Upstream {
     pub fn new(path: PathBuf, max_wait: Duration) -> Self {
         Upstream {
             path,
-            conn: Mutex::new(None),
+            conn: std::sync::Mutex::new(None),
+            connecting: Mutex::new(()),
             max_wait,
         }
     }
 
+    /// The live connection, if any (no await: the hot path).
+    fn live(&self) -> Option<SendRequest<Incoming>> {
+        let guard = self.conn.lock().ok()?;
+        guard.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
     async fn sender(&self, deadline: Instant) -> Result<SendRequest<Incoming>, String> {
+        if let Some(s) = self.live() {
+            return Ok(s);
+        }
         let mut pause = Duration::from_millis(20);
         loop {
             let last = {
-                let mut cached = self.conn.lock().await;
-                if let Some(s) = cached.as_ref() {
-                    if !s.is_closed() {
-                        return Ok(s.clone());
-                    }
-                    *cached = None;
+                let _one = self.connecting.lock().await;
+                // Another call may have reconnected while we waited.
+                if let Some(s) = self.live() {
+                    return Ok(s);
                 }
                 match connect(&self.path).await {
                     Ok(s) => {
-                        *cached = Some(s.clone());
+                        if let Ok(mut g) = self.conn.lock() {
+                            *g = Some(s.clone());
+                        }
                         return Ok(s);
                     }
                     Err(e) => e,
@@ -238,11 +253,54 @@ pub fn bind(listen: &Path, upstream: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
+/// How `serve` forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One runtime connection per client connection, bytes copied both ways
+    /// untouched (HTTP/2 end to end). Cheapest, and any `:authority` works.
+    /// While the runtime is down a new connection waits up to `--max-wait`
+    /// and is then closed (clients report UNAVAILABLE); a runtime restart
+    /// closes client connections, and clients reconnect.
+    Splice,
+    /// HTTP/2 terminated here and every call forwarded on one shared runtime
+    /// connection: client connections survive runtime restarts and each call
+    /// waits up to its own `grpc-timeout` for a down runtime, then gets a
+    /// per-call UNAVAILABLE. Costs more per call; clients must send
+    /// `:authority localhost`.
+    H2,
+}
+
+/// Splice mode: each client connection gets its own runtime connection and
+/// bytes are copied both ways untouched (HTTP/2 end to end between client
+/// and runtime). Cheapest per call; a runtime outage closes client
+/// connections instead of answering UNAVAILABLE per call.
+async fn splice(mut client: UnixStream, upstream: Arc<Upstream>) {
+    let deadline = Instant::now() + upstream.max_wait;
+    let mut pause = Duration::from_millis(20);
+    let mut up = loop {
+        match UnixStream::connect(&upstream.path).await {
+            Ok(s) => break s,
+            Err(e) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    tracing::warn!(error = %e, "runtime unavailable; closing the client connection");
+                    return;
+                }
+                tokio::time::sleep(pause.min(deadline - now)).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+        }
+    };
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut up).await {
+        tracing::debug!(error = %e, "spliced connection ended");
+    }
+}
+
 /// Serves until SIGINT or SIGTERM, then removes the socket.
 ///
 /// # Errors
 /// Binding fails.
-pub async fn serve(listen: &Path, upstream: Arc<Upstream>) -> Result<()> {
+pub async fn serve(listen: &Path, upstream: Arc<Upstream>, mode: Mode) -> Result<()> {
     let listener = bind(listen, &upstream.path)?;
     tracing::info!(listen = %listen.display(), upstream = %upstream.path.display(), "serving");
     let _ = crate::wait::sd_notify("READY=1");
@@ -258,6 +316,10 @@ pub async fn serve(listen: &Path, upstream: Arc<Upstream>) -> Result<()> {
                     }
                 };
                 let up = upstream.clone();
+                if mode == Mode::Splice {
+                    tokio::spawn(splice(stream, up));
+                    continue;
+                }
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let up = up.clone();

@@ -334,13 +334,23 @@ async fn seed_gzip_and_docker_archives() {
     assert!(cd.ipam().ip_names().is_empty());
 }
 
+/// h2 mode: client connections survive the outage and each call waits for
+/// the runtime up to its deadline (or `--max-wait`), then gets UNAVAILABLE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn containerd_restart_while_serving() {
+async fn containerd_restart_while_serving_h2() {
     let mut cd = Containerd::start("restart");
     let dir = cd.tmp.path().to_path_buf();
-    let proxy = Serve::start(&dir.join("cri.sock"), &cd.socket, &["--max-wait", "30"]);
+    let proxy = Serve::start(
+        &dir.join("cri.sock"),
+        &cd.socket,
+        &["--mode", "h2", "--max-wait", "30"],
+    );
     // A second adapter that waits at most 1 s for calls without a deadline.
-    let mut short = Serve::start(&dir.join("short.sock"), &cd.socket, &["--max-wait", "1"]);
+    let mut short = Serve::start(
+        &dir.join("short.sock"),
+        &cd.socket,
+        &["--mode", "h2", "--max-wait", "1"],
+    );
     let pause = oci::pause_image();
     cd.seed_each(&proxy.socket, &[&pause.write_oci(&dir, "pause.oci.tar")]);
 
@@ -440,6 +450,54 @@ async fn containerd_restart_while_serving() {
     .await
     .unwrap();
     assert!(cd.ipam().ip_names().is_empty());
+}
+
+/// Splice mode (the default): a runtime restart closes the spliced
+/// connections; calls during the outage get UNAVAILABLE (or wait for the
+/// runtime when they connect while it is down), and afterwards the same
+/// adapter process serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_restart_while_serving_splice() {
+    let mut cd = Containerd::start("restart-splice");
+    let dir = cd.tmp.path().to_path_buf();
+    let proxy = Serve::start(&dir.join("cri.sock"), &cd.socket, &["--max-wait", "30"]);
+    let ch = channel(&proxy.socket).await;
+    let version = |ch: tonic::transport::Channel, timeout: Option<Duration>| async move {
+        let mut req = tonic::Request::new(VersionRequest {
+            version: "v1".into(),
+        });
+        if let Some(t) = timeout {
+            req.set_timeout(t);
+        }
+        runtime_client(ch).version(req).await
+    };
+    version(ch.clone(), None).await.unwrap();
+    let pid = proxy.pid();
+
+    cd.kill();
+    let err = version(ch.clone(), Some(Duration::from_millis(800)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+        ),
+        "{err:?}"
+    );
+    // A call made during the outage succeeds once containerd is back.
+    let pending = tokio::spawn(version(ch.clone(), Some(Duration::from_secs(30))));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::task::block_in_place(|| cd.spawn());
+    let v = pending
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("call during the outage: {e:?}\n{}", proxy.log_text()));
+    assert_eq!(v.into_inner().runtime_name, "containerd");
+    assert_eq!(proxy.pid(), pid);
+    // Fresh connections and the old channel both work again.
+    version(ch.clone(), None).await.unwrap();
+    version(channel(&proxy.socket).await, None).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
