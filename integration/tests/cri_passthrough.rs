@@ -110,15 +110,19 @@ async fn remove_pod(
     .unwrap();
 }
 
-fn start(tag: &str) -> (Containerd, Serve) {
-    let cd = Containerd::start(tag);
-    let proxy = Serve::start(&cd.tmp.path().join("cri.sock"), &cd.socket, &[]);
+/// containerd plus `serve` in `mode` (every test runs in both modes).
+fn start(tag: &str, mode: &str) -> (Containerd, Serve) {
+    let cd = Containerd::start(&format!("{tag}-{mode}"));
+    let proxy = Serve::start(
+        &cd.tmp.path().join("cri.sock"),
+        &cd.socket,
+        &["--mode", mode],
+    );
     (cd, proxy)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_rpc_paths_are_forwarded() {
-    let (cd, proxy) = start("unknown");
+async fn unknown_rpc_paths_are_forwarded(mode: &str) {
+    let (cd, proxy) = start("unknown", mode);
     let direct = channel(&cd.socket).await;
     let via = channel(&proxy.socket).await;
     // Control: the rewriting client reaches a known method through both.
@@ -175,9 +179,8 @@ async fn unknown_rpc_paths_are_forwarded() {
     assert_eq!(shape(&p), shape(&d));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backend_errors_arrive_unchanged() {
-    let (cd, proxy) = start("errors");
+async fn backend_errors_arrive_unchanged(mode: &str) {
+    let (cd, proxy) = start("errors", mode);
     let direct = runtime_client(channel(&cd.socket).await);
     let via = runtime_client(channel(&proxy.socket).await);
     let calls = |mut c: k8s_cri::v1::runtime_service_client::RuntimeServiceClient<Channel>| async move {
@@ -226,9 +229,8 @@ async fn backend_errors_arrive_unchanged() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deadlines_are_honoured() {
-    let (mut cd, proxy) = start("deadline");
+async fn deadlines_are_honoured(mode: &str) {
+    let (mut cd, proxy) = start("deadline", mode);
     let ch = channel(&proxy.socket).await;
     let mut rt = runtime_client(ch.clone());
     let pod = seed_and_pod(&cd, &mut rt, "deadline-pod", HashMap::new()).await;
@@ -322,9 +324,8 @@ async fn deadlines_are_honoured() {
     tokio::task::block_in_place(|| cd.spawn());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn responses_over_4_mib_pass() {
-    let (cd, proxy) = start("large");
+async fn responses_over_4_mib_pass(mode: &str) {
+    let (cd, proxy) = start("large", mode);
     let direct_ch = channel(&cd.socket).await;
     let via_ch = channel(&proxy.socket).await;
     let mut rt = runtime_client(via_ch.clone());
@@ -392,4 +393,44 @@ async fn responses_over_4_mib_pass() {
     p.annotations.clear();
     assert_eq!(p, d);
     remove_pod(&mut rt, &pod).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_rpc_paths_are_forwarded_splice() {
+    unknown_rpc_paths_are_forwarded("splice").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_rpc_paths_are_forwarded_h2() {
+    unknown_rpc_paths_are_forwarded("h2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_errors_arrive_unchanged_splice() {
+    backend_errors_arrive_unchanged("splice").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_errors_arrive_unchanged_h2() {
+    backend_errors_arrive_unchanged("h2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_are_honoured_splice() {
+    deadlines_are_honoured("splice").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_are_honoured_h2() {
+    deadlines_are_honoured("h2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_over_4_mib_pass_splice() {
+    responses_over_4_mib_pass("splice").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_over_4_mib_pass_h2() {
+    responses_over_4_mib_pass("h2").await;
 }
