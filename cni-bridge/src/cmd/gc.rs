@@ -1,0 +1,58 @@
+//! GC and STATUS.
+
+use crate::config;
+use crate::error::BridgeError;
+use crate::masq;
+use cni_spec::env::Command;
+use cni_spec::{delegate, Request};
+use std::collections::HashSet;
+
+use super::Result;
+
+fn valid_attachments(req: &Request) -> Result<HashSet<(String, String)>> {
+    req.valid_attachments()
+        .map_err(|e| BridgeError::Decode(e.to_string()))?
+        .ok_or_else(|| {
+            BridgeError::Config("GC needs cni.dev/valid-attachments in the configuration".into())
+        })
+}
+
+/// GC: forwards GC to IPAM, then removes masquerade rules of attachments
+/// not in the valid list (both backends). Keeps going past errors.
+///
+/// # Errors
+/// Every failure met, joined.
+pub fn gc(req: &Request) -> Result<()> {
+    let conf = config::load(req)?;
+    let valid = valid_attachments(req)?;
+    let mut errors = Vec::new();
+    if let Some(t) = &conf.ipam_type {
+        if let Err(e) = delegate::call(t, Command::Gc, req) {
+            errors.push(e.msg);
+        }
+    }
+    let ids: HashSet<String> = valid.iter().map(|(id, _)| id.clone()).collect();
+    if let Err(e) = masq::iptables_gc(&req.name, &ids) {
+        errors.push(e);
+    }
+    if let Err(e) = masq::nft_gc(&req.name, &valid) {
+        errors.push(e);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(BridgeError::Other(errors.join("; ")))
+    }
+}
+
+/// STATUS: the IPAM plugin's.
+///
+/// # Errors
+/// The IPAM plugin's error.
+pub fn status(req: &Request) -> Result<()> {
+    let conf = config::load(req)?;
+    if let Some(t) = &conf.ipam_type {
+        delegate::call(t, Command::Status, req).map_err(BridgeError::Delegate)?;
+    }
+    Ok(())
+}
