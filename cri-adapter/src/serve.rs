@@ -291,7 +291,11 @@ async fn splice(mut client: UnixStream, upstream: Arc<Upstream>) {
             }
         }
     };
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut up).await {
+    // 64 KiB each way: large responses (ListImages, 16 MiB messages) move in
+    // fewer system calls; a node has few CRI connections.
+    if let Err(e) =
+        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, 64 << 10, 64 << 10).await
+    {
         tracing::debug!(error = %e, "spliced connection ended");
     }
 }
