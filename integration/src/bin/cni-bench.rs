@@ -655,46 +655,7 @@ fn host_local(args: &[OsString]) -> Res<bool> {
         opts.full_iterations,
         started.elapsed().as_secs_f64()
     );
-    let _ = writeln!(
-        out,
-        "| measurement | ours | reference | ratio |\n|---|---:|---:|---:|"
-    );
-    for r in &rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} |",
-            r.what,
-            cell(&r.ours),
-            cell(&r.reference),
-            cell(&r.ratio)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\nratio = reference ÷ ours for times (higher is better), ours ÷ reference for RSS \
-         (lower is better)."
-    );
-    for n in &notes {
-        let _ = writeln!(out, "{n}");
-    }
-    let met = targets.iter().filter(|t| t.met == Some(true)).count();
-    let summary: Vec<String> = targets
-        .iter()
-        .map(|t| {
-            let verdict = match t.met {
-                Some(true) => "met",
-                Some(false) => "MISSED",
-                None => "FAILED",
-            };
-            format!("{} {} {verdict}", t.name, t.text)
-        })
-        .collect();
-    let _ = writeln!(
-        out,
-        "\nTargets ({met}/{} met): {}",
-        targets.len(),
-        summary.join("; ")
-    );
+    write_table(&mut out, &rows, &notes, &targets);
     progress("done");
     print!("{out}");
 
@@ -2689,46 +2650,7 @@ fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
         opts.masq_iterations,
         started.elapsed().as_secs_f64()
     );
-    let _ = writeln!(
-        out,
-        "| measurement | ours | reference | ratio |\n|---|---:|---:|---:|"
-    );
-    for r in &rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} |",
-            r.what,
-            cell(&r.ours),
-            cell(&r.reference),
-            cell(&r.ratio)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\nratio = reference ÷ ours for times (higher is better), ours ÷ reference for RSS \
-         (lower is better)."
-    );
-    for n in &notes {
-        let _ = writeln!(out, "{n}");
-    }
-    let met = targets.iter().filter(|t| t.met == Some(true)).count();
-    let summary: Vec<String> = targets
-        .iter()
-        .map(|t| {
-            let verdict = match t.met {
-                Some(true) => "met",
-                Some(false) => "MISSED",
-                None => "FAILED",
-            };
-            format!("{} {} {verdict}", t.name, t.text)
-        })
-        .collect();
-    let _ = writeln!(
-        out,
-        "\nTargets ({met}/{} met): {}",
-        targets.len(),
-        summary.join("; ")
-    );
+    write_table(&mut out, &rows, &notes, &targets);
     // Stop the workers before the namespaces go.
     drop(sides);
     progress("done");
@@ -4093,4 +4015,48 @@ fn cri_run(args: &[OsString]) -> Res<bool> {
         }
         Ok(false)
     }
+}
+
+/// The ours / reference / ratio table, the notes and the targets line.
+fn write_table(out: &mut String, rows: &[Row], notes: &[String], targets: &[Target]) {
+    let _ = writeln!(
+        out,
+        "| measurement | ours | reference | ratio |\n|---|---:|---:|---:|"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            r.what,
+            cell(&r.ours),
+            cell(&r.reference),
+            cell(&r.ratio)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nratio = reference ÷ ours for times (higher is better), ours ÷ reference for RSS \
+         (lower is better)."
+    );
+    for n in notes {
+        let _ = writeln!(out, "{n}");
+    }
+    let met = targets.iter().filter(|t| t.met == Some(true)).count();
+    let summary: Vec<String> = targets
+        .iter()
+        .map(|t| {
+            let verdict = match t.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "FAILED",
+            };
+            format!("{} {} {verdict}", t.name, t.text)
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nTargets ({met}/{} met): {}",
+        targets.len(),
+        summary.join("; ")
+    );
 }
