@@ -3983,24 +3983,7 @@ fn cri_run(args: &[OsString]) -> Res<bool> {
         "\nadded = via serve − direct at the same percentile (lower is better); ratio = via \
          serve ÷ direct calls/s (higher is better)."
     );
-    let met = targets.iter().filter(|t| t.met == Some(true)).count();
-    let summary: Vec<String> = targets
-        .iter()
-        .map(|t| {
-            let verdict = match t.met {
-                Some(true) => "met",
-                Some(false) => "MISSED",
-                None => "FAILED",
-            };
-            format!("{} {} {verdict}", t.name, t.text)
-        })
-        .collect();
-    let _ = writeln!(
-        out,
-        "\nTargets ({met}/{} met): {}",
-        targets.len(),
-        summary.join("; ")
-    );
+    write_targets(&mut out, &targets);
     progress("stopping serve and containerd");
     drop(env);
     cri_cleanup();
@@ -4041,6 +4024,11 @@ fn write_table(out: &mut String, rows: &[Row], notes: &[String], targets: &[Targ
     for n in notes {
         let _ = writeln!(out, "{n}");
     }
+    write_targets(out, targets);
+}
+
+/// The targets line: each target, met or MISSED (FAILED when not measured).
+fn write_targets(out: &mut String, targets: &[Target]) {
     let met = targets.iter().filter(|t| t.met == Some(true)).count();
     let summary: Vec<String> = targets
         .iter()
