@@ -11,6 +11,7 @@
 //! `masq_checks` whose comment starts with `<h(net)>-<h(ifname:id)>`.
 
 use crate::tools::{run, sha512_hex};
+use cni_spec::ValidAttachments;
 use ipnetwork::IpNetwork;
 use std::collections::HashSet;
 
@@ -408,16 +409,40 @@ fn nft_delete(select: impl Fn(&str) -> bool) -> Result<(), String> {
 ///
 /// # Errors
 /// nft fails.
-pub fn nft_gc(network: &str, valid: &HashSet<(String, String)>) -> Result<(), String> {
+pub fn nft_gc(network: &str, valid: &ValidAttachments) -> Result<(), String> {
     if crate::tools::find("nft").is_none() {
         return Ok(());
     }
     let net = format!("{}-", nft_hash(network));
     let keep: HashSet<String> = valid
-        .iter()
+        .exact()
         .map(|(id, ifname)| nft_instance(network, ifname, id))
         .collect();
-    nft_delete(|c| c.starts_with(&net) && !keep.iter().any(|k| c.starts_with(k.as_str())))
+    let whole: Vec<&str> = valid.ids().filter(|id| valid.keeps_whole(id)).collect();
+    nft_delete(|c| {
+        c.starts_with(&net)
+            && !keep.iter().any(|k| c.starts_with(k.as_str()))
+            && !kept_whole(network, c, &whole)
+    })
+}
+
+/// Whether an nft rule comment belongs to a container whose every interface
+/// is kept. The instance hash covers the interface too, so the name is read
+/// back from the comment; a comment cut short before it is kept.
+fn kept_whole(network: &str, comment: &str, whole: &[&str]) -> bool {
+    if whole.is_empty() {
+        return false;
+    }
+    let ifname = comment
+        .split_once(", if: ")
+        .and_then(|(_, rest)| rest.split_once(", id: "))
+        .map(|(ifname, _)| ifname);
+    match ifname {
+        Some(ifname) => whole
+            .iter()
+            .any(|id| comment.starts_with(&nft_instance(network, ifname, id))),
+        None => true,
+    }
 }
 
 #[cfg(test)]
@@ -432,6 +457,17 @@ mod tests {
             quoted(&comment("n", "c")),
             "\"name: \\\"n\\\" id: \\\"c\\\"\""
         );
+    }
+
+    #[test]
+    fn kept_whole_reads_the_interface_back() {
+        let c = nft_comment("net", "eth1", "c1");
+        assert!(kept_whole("net", &c, &["c1"]));
+        assert!(!kept_whole("net", &c, &["c2"]));
+        assert!(!kept_whole("net", &c, &[]));
+        // Cut before the interface name: kept.
+        let long = nft_comment(&"n".repeat(100), "eth0", "c2");
+        assert!(kept_whole(&"n".repeat(100), &long, &["other"]));
     }
 
     #[test]

@@ -268,18 +268,18 @@ pub fn check(req: &Request) -> Result<()> {
 
 /// GC: release every reservation whose attachment is not in the valid list.
 /// Legacy ID-only files stay when any valid attachment has that ID (so an
-/// upgrade does not free live addresses); empty files are released.
+/// upgrade does not free live addresses), and an entry without `ifname`
+/// keeps every attachment of its ID; empty files are released.
 ///
 /// # Errors
 /// A missing valid list, or store failures after trying everything.
 pub fn gc(req: &Request) -> Result<()> {
     let valid = req
         .valid_attachments()
-        .map_err(|e| HostLocalError::Decode(e.to_string()))?
+        .map_err(HostLocalError::from)?
         .ok_or_else(|| {
             HostLocalError::Config("GC needs cni.dev/valid-attachments in the configuration".into())
         })?;
-    let valid_ids: HashSet<&str> = valid.iter().map(|(id, _)| id.as_str()).collect();
     let loc = config::store_location(req)?;
     let Some(store) = Store::open(&loc, false)? else {
         return Ok(());
@@ -288,9 +288,11 @@ pub fn gc(req: &Request) -> Result<()> {
     let mut errors = Vec::new();
     for ip in &entries.ips {
         let keep = match store.owner_of(*ip) {
-            Ok(Some(Owner::Attachment { id, ifname })) => valid.contains(&(id, ifname)),
-            Ok(Some(Owner::Legacy(id))) => valid_ids.contains(id.as_str()),
+            Ok(Some(Owner::Attachment { id, ifname })) => valid.keeps(&id, &ifname),
+            Ok(Some(Owner::Legacy(id))) => valid.keeps_id(&id),
             Ok(Some(Owner::Nobody)) | Ok(None) => false,
+            // Not a reservation file: not ours to remove.
+            Ok(Some(Owner::Foreign)) => true,
             Err(e) => {
                 errors.push(e.to_string());
                 true
@@ -303,7 +305,7 @@ pub fn gc(req: &Request) -> Result<()> {
         }
     }
     for (id, ifname) in &entries.attachments {
-        if !valid.contains(&(id.clone(), ifname.clone())) {
+        if !valid.keeps(id, ifname) {
             store.unindex(id, ifname);
         }
     }

@@ -47,6 +47,15 @@ impl HostLocalError {
     }
 }
 
+impl From<cni_spec::AttachmentsError> for HostLocalError {
+    fn from(e: cni_spec::AttachmentsError) -> Self {
+        match e {
+            cni_spec::AttachmentsError::Type(t) => HostLocalError::Decode(t.to_string()),
+            other => HostLocalError::Config(other.to_string()),
+        }
+    }
+}
+
 impl From<HostLocalError> for CniError {
     fn from(e: HostLocalError) -> Self {
         let code = match &e {

@@ -29,6 +29,8 @@ use crate::error::HostLocalError;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, AT_FDCWD};
 use nix::unistd::linkat;
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::io::Errno as RxErrno;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -85,6 +87,10 @@ pub enum Owner {
     Legacy(String),
     /// An empty file (left by a killed reference plugin): no owner.
     Nobody,
+    /// Not a regular file (a directory, symlink, FIFO...): neither plugin
+    /// wrote it, so it is not read, not released, and its address stays
+    /// taken.
+    Foreign,
 }
 
 impl Owner {
@@ -160,7 +166,9 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    _lock: Flock<File>,
+    /// `None` only on a read-only filesystem without a lock file, where no
+    /// writer can exist.
+    _lock: Option<Flock<File>>,
 }
 
 fn tmp_name() -> String {
@@ -170,6 +178,42 @@ fn tmp_name() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Lists `ips` in the owner inode's xattr. Best effort: without it,
+/// [`Store::indexed`] falls back to the directory listing.
+fn set_ips_xattr(owner: &OwnerFile, ips: &[IpAddr]) {
+    let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
+    let _ = rustix::fs::fsetxattr(
+        &owner.file,
+        IPS_XATTR,
+        list.join(",").as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    );
+}
+
+/// `flags` as the raw bits `OpenOptionsExt::custom_flags` takes.
+fn libc_flag(flags: OFlags) -> i32 {
+    flags.bits() as i32
+}
+
+fn symlink_error(path: &Path) -> HostLocalError {
+    HostLocalError::io(
+        format!(
+            "open {}: is a symbolic link, which the store never follows",
+            path.display()
+        ),
+        std::io::Error::from_raw_os_error(Errno::ELOOP as i32),
+    )
+}
+
+/// Refuses a network directory that is a symlink.
+fn refuse_symlink(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => Err(symlink_error(dir)),
+        Ok(_) => Ok(()),
+        Err(e) => Err(HostLocalError::io(format!("stat {}", dir.display()), e)),
+    }
 }
 
 impl Store {
@@ -191,18 +235,28 @@ impl Store {
 
     /// Takes the lock of an existing store directory, waiting for it.
     ///
+    /// The lock file is opened read-only (flock needs no more, and a
+    /// read-only store can still be checked) and never through a symlink: a
+    /// link could point the reference's lock and ours at different files.
+    ///
     /// # Errors
-    /// The lock file cannot be created or locked.
+    /// The network directory or the lock file is a symlink, or the lock
+    /// file cannot be created or locked.
     pub fn lock(dir: PathBuf) -> Result<Store> {
+        refuse_symlink(&dir)?;
         let lock_path = dir.join("lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| HostLocalError::io(format!("open {}", lock_path.display()), e))?;
+        let flags = OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut file = match rustix::fs::open(&lock_path, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => File::from(fd),
+            Err(RxErrno::LOOP) => return Err(symlink_error(&lock_path)),
+            Err(RxErrno::ROFS) => return Ok(Store { dir, _lock: None }),
+            Err(e) => {
+                return Err(HostLocalError::io(
+                    format!("open {}", lock_path.display()),
+                    e,
+                ))
+            }
+        };
         let lock = loop {
             match Flock::lock(file, FlockArg::LockExclusive) {
                 Ok(l) => break l,
@@ -215,7 +269,10 @@ impl Store {
                 }
             }
         };
-        Ok(Store { dir, _lock: lock })
+        Ok(Store {
+            dir,
+            _lock: Some(lock),
+        })
     }
 
     /// The network directory.
@@ -287,13 +344,22 @@ impl Store {
     /// The file exists but cannot be read.
     pub fn owner_of(&self, ip: IpAddr) -> Result<Option<Owner>> {
         let p = self.ip_path(ip);
-        let mut f = match File::open(&p) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        // Never through a symlink, and a FIFO must not block the open.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rustix::fs::open(&p, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(RxErrno::NOENT) => return Ok(None),
+            Err(RxErrno::LOOP) => return Ok(Some(Owner::Foreign)),
             Err(e) => return Err(HostLocalError::io(format!("open {}", p.display()), e)),
         };
+        let regular = rustix::fs::fstat(&fd)
+            .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+            .map_err(|e| HostLocalError::io(format!("stat {}", p.display()), e))?;
+        if !regular {
+            return Ok(Some(Owner::Foreign));
+        }
         let mut buf = Vec::with_capacity(64);
-        (&mut f)
+        File::from(fd)
             .take(MAX_RESERVATION_LEN)
             .read_to_end(&mut buf)
             .map_err(|e| HostLocalError::io(format!("read {}", p.display()), e))?;
@@ -303,8 +369,19 @@ impl Store {
     /// The round-robin cursor of range set `idx`.
     pub fn last_reserved(&self, idx: usize) -> Option<IpAddr> {
         let p = self.dir.join(format!("last_reserved_ip.{idx}"));
-        match fs::read_to_string(&p) {
+        let read = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_flag(OFlags::NOFOLLOW))
+            .open(&p)
+            .and_then(|f| {
+                let mut s = String::new();
+                f.take(MAX_RESERVATION_LEN).read_to_string(&mut s)?;
+                Ok(s)
+            });
+        match read {
             Ok(s) => s.trim().parse().ok(),
+            // A symlink is never followed: the cursor is only a hint.
+            Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => None,
             Err(e) if e.kind() == ErrorKind::NotFound => None,
             Err(e) => {
                 eprintln!("Error retrieving last reserved ip: {e}");
@@ -322,17 +399,28 @@ impl Store {
         let target = self.dir.join(name);
         // Write over the old content, then cut what is left of it: cheaper
         // than O_TRUNC, which frees and reallocates the block.
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&target)
-            .and_then(|mut f| {
-                f.write_all(content)?;
-                f.set_len(content.len() as u64)
-            })
-            .map_err(|e| HostLocalError::io(format!("write {}", target.display()), e))
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc_flag(OFlags::NOFOLLOW))
+                .open(&target)
+        };
+        let file = match open() {
+            // A symlink (even a dangling one) is replaced, never written
+            // through: the reference would write wherever it points.
+            Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => {
+                fs::remove_file(&target).and_then(|()| open())
+            }
+            other => other,
+        };
+        file.and_then(|mut f| {
+            f.write_all(content)?;
+            f.set_len(content.len() as u64)
+        })
+        .map_err(|e| HostLocalError::io(format!("write {}", target.display()), e))
     }
 
     /// Moves the cursor of range set `idx` to `ip`.
@@ -396,8 +484,14 @@ impl Store {
     /// list goes into the inode's xattr, and the index name becomes one more
     /// link of the inode.
     ///
+    /// When the attachment already has an index (a runtime repeated ADD, e.g.
+    /// with another requested address), the addresses it lists are adopted:
+    /// their files become links of the new inode too, so one DEL releases
+    /// every address the attachment holds. The old index goes first, so a
+    /// crash midway leaves a DEL that reads every file by content.
+    ///
     /// # Errors
-    /// The index link cannot be made.
+    /// The index link cannot be made, or an older address cannot be adopted.
     pub fn index(
         &self,
         owner: &OwnerFile,
@@ -408,26 +502,39 @@ impl Store {
         let Some(name) = Self::attachment_name(container_id, ifname) else {
             return Ok(());
         };
-        let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
-        // Best effort: without it, `indexed` falls back to the listing.
-        let _ = rustix::fs::fsetxattr(
-            &owner.file,
-            IPS_XATTR,
-            list.join(",").as_bytes(),
-            rustix::fs::XattrFlags::empty(),
-        );
         let target = self.dir.join(name);
-        for _ in 0..2 {
-            match self.link_owner(owner, &target) {
-                Err(Errno::EEXIST) => {
-                    // A stale index (its addresses were released elsewhere).
-                    let _ = fs::remove_file(&target);
-                }
-                Ok(()) => return Ok(()),
-                Err(e) => return Err(HostLocalError::io(format!("link {}", target.display()), e)),
+        set_ips_xattr(owner, ips);
+        match self.link_owner(owner, &target) {
+            Err(Errno::EEXIST) => {}
+            Ok(()) => return Ok(()),
+            Err(e) => return Err(HostLocalError::io(format!("link {}", target.display()), e)),
+        }
+        let older = self.indexed(container_id, ifname)?;
+        fs::remove_file(&target)
+            .map_err(|e| HostLocalError::io(format!("remove {}", target.display()), e))?;
+        let mut all = ips.to_vec();
+        for ip in older {
+            if !all.contains(&ip) {
+                self.adopt(owner, ip)?;
+                all.push(ip);
             }
         }
-        Ok(())
+        set_ips_xattr(owner, &all);
+        self.link_owner(owner, &target)
+            .map_err(|e| HostLocalError::io(format!("link {}", target.display()), e))
+    }
+
+    /// Replaces the reservation file of `ip` by a link of `owner`'s inode
+    /// (same content), atomically.
+    fn adopt(&self, owner: &OwnerFile, ip: IpAddr) -> Result<()> {
+        let tmp = self.dir.join(tmp_name());
+        let target = self.ip_path(ip);
+        self.link_owner(owner, &tmp)
+            .map_err(|e| HostLocalError::io(format!("link {}", tmp.display()), e))?;
+        fs::rename(&tmp, &target).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            HostLocalError::io(format!("rename {}", target.display()), e)
+        })
     }
 
     /// Forgets an attachment's index entry.

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod attachments;
 pub mod delegate;
 pub mod env;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod result;
 pub mod skel;
 pub mod version;
 
+pub use attachments::{AttachmentsError, ValidAttachments};
 pub use error::{CniError, ErrorCode};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
 

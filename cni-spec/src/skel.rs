@@ -7,13 +7,13 @@
 //! the network name, the container ID and ifname, then the version.
 
 use crate::args::go_quote;
+use crate::attachments::{AttachmentsError, ValidAttachments};
 use crate::env::{validate_container_id, validate_ifname, validate_network_name, Command};
 use crate::error::{CniError, ErrorCode};
 use crate::json::Obj;
 use crate::result::CniResult;
 use crate::version::{parse_triple, Version, SUPPORTED};
 use serde_json::{Map, Value};
-use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,33 +58,13 @@ impl Request {
         Obj::new(&self.config, "")
     }
 
-    /// GC's list of attachments to keep, as (container ID, ifname), from
-    /// `cni.dev/valid-attachments` and the 1.1.0 tag's `cni.dev/attachments`
-    /// (libcni sends both). `None` when neither key is present.
+    /// GC's list of attachments to keep (see [`ValidAttachments`]). `None`
+    /// when the configuration carries no list.
     ///
     /// # Errors
-    /// A key of the wrong JSON type.
-    pub fn valid_attachments(
-        &self,
-    ) -> Result<Option<HashSet<(String, String)>>, crate::json::JsonTypeError> {
-        let conf = self.conf();
-        let mut any = false;
-        let mut out = HashSet::new();
-        for key in ["cni.dev/valid-attachments", "cni.dev/attachments"] {
-            let Some(list) = conf.array(key)? else {
-                continue;
-            };
-            any = true;
-            for (i, item) in list.iter().enumerate() {
-                let path = format!("{key}[{i}]");
-                let o = Obj::of(item, &path)?;
-                let text = |k: &str| -> Result<String, crate::json::JsonTypeError> {
-                    Ok(o.str(k)?.unwrap_or_default().trim().to_string())
-                };
-                out.insert((text("containerID")?, text("ifname")?));
-            }
-        }
-        Ok(any.then_some(out))
+    /// A key or entry of the wrong type, or an entry without `containerID`.
+    pub fn valid_attachments(&self) -> Result<Option<ValidAttachments>, AttachmentsError> {
+        ValidAttachments::from_conf(self.conf())
     }
 }
 

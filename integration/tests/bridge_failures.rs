@@ -428,6 +428,43 @@ fn gc_removes_masq_state_and_reservations_of_stale_attachments() {
 }
 
 #[test]
+fn gc_keeps_every_interface_of_an_id_only_entry_and_refuses_an_entry_without_id() {
+    for backend in ["iptables", "nftables"] {
+        let host = Host::new(&ours());
+        let conf = masq_conf(&host, "1.1.0", backend);
+        let pod = Pod::new("idonly");
+        host.must_add(&conf, &pod);
+        let store = host.store(NET);
+        let before = store.ip_names();
+        let refused = with_key(
+            &conf,
+            VALID_ATTACHMENTS,
+            json!([{"ifname": pod.ifname.as_str()}]),
+        );
+        let e = host
+            .gc(&refused)
+            .expect_err("GC with an entry without containerID");
+        assert_eq!(err_code(&e), 7, "{backend}: {e}");
+        assert!(masq_state_present(&host, &pod, backend), "{backend}");
+        let id_only = with_key(
+            &conf,
+            VALID_ATTACHMENTS,
+            json!([{"containerID": pod.id.as_str()}]),
+        );
+        host.gc(&id_only)
+            .unwrap_or_else(|e| panic!("{backend}: GC failed: {e}"));
+        assert!(
+            masq_state_present(&host, &pod, backend),
+            "{backend}: GC removed the masquerade of a container listed without ifname"
+        );
+        assert_eq!(store.ip_names(), before, "{backend}: reservations");
+        host.gc(&with_attachments(&conf, VALID_ATTACHMENTS, &[]))
+            .unwrap();
+        assert!(!masq_state_present(&host, &pod, backend), "{backend}");
+    }
+}
+
+#[test]
 fn status_forwards_to_ipam() {
     let host = Host::new(&ours());
     // Healthy L3 and L2 configurations.

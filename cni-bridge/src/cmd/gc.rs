@@ -4,14 +4,17 @@ use crate::config;
 use crate::error::BridgeError;
 use crate::masq;
 use cni_spec::env::Command;
-use cni_spec::{delegate, Request};
+use cni_spec::{delegate, AttachmentsError, Request, ValidAttachments};
 use std::collections::HashSet;
 
 use super::Result;
 
-fn valid_attachments(req: &Request) -> Result<HashSet<(String, String)>> {
+fn valid_attachments(req: &Request) -> Result<ValidAttachments> {
     req.valid_attachments()
-        .map_err(|e| BridgeError::Decode(e.to_string()))?
+        .map_err(|e| match e {
+            AttachmentsError::Type(t) => BridgeError::Decode(t.to_string()),
+            other => BridgeError::Config(other.to_string()),
+        })?
         .ok_or_else(|| {
             BridgeError::Config("GC needs cni.dev/valid-attachments in the configuration".into())
         })
@@ -31,7 +34,7 @@ pub fn gc(req: &Request) -> Result<()> {
             errors.push(e.msg);
         }
     }
-    let ids: HashSet<String> = valid.iter().map(|(id, _)| id.clone()).collect();
+    let ids: HashSet<String> = valid.ids().map(str::to_string).collect();
     if let Err(e) = masq::iptables_gc(&req.name, &ids) {
         errors.push(e);
     }
