@@ -52,9 +52,12 @@ impl From<BridgeError> for CniError {
             BridgeError::Config(_) => ErrorCode::INVALID_NETWORK_CONFIG,
             BridgeError::Decode(_) => ErrorCode::DECODING_FAILURE,
             BridgeError::Args(_) => ErrorCode::INVALID_ENV,
-            BridgeError::Netns(NetnsError::Missing { .. } | NetnsError::NotNetns { .. }) => {
-                ErrorCode::INVALID_ENV
-            }
+            BridgeError::Netns(
+                NetnsError::Missing { .. }
+                | NetnsError::NotNetns { .. }
+                | NetnsError::WrongKind { .. }
+                | NetnsError::Host { .. },
+            ) => ErrorCode::INVALID_ENV,
             BridgeError::Delegate(inner) => return inner.clone(),
             _ => ErrorCode::INTERNAL,
         };

@@ -4,7 +4,8 @@
 
 use nix::sched::{setns, CloneFlags};
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -28,8 +29,25 @@ pub enum NetnsError {
         /// Its filesystem magic.
         magic: i64,
     },
+    /// A namespace of another kind (`/proc/self/ns/mnt`).
+    #[error("{path:?} is a {kind} namespace, not a network namespace")]
+    WrongKind {
+        /// The path.
+        path: PathBuf,
+        /// The kind the kernel names it by (`mnt`, `uts`, ...).
+        kind: String,
+    },
+    /// The plugin's own network namespace: configuring it would put the
+    /// container's interface and routes on the node itself.
+    #[error(
+        "{path:?} is the plugin's own network namespace, not a container's: refusing to touch it"
+    )]
+    Host {
+        /// The path.
+        path: PathBuf,
+    },
     /// Opening or switching failed.
-    #[error("failed to {op} netns {path:?}: {errno}")]
+    #[error("failed to {op} netns {path:?}: {}", cni_spec::error::errno_text(*.errno as i32))]
     Sys {
         /// What was attempted.
         op: &'static str,
@@ -53,16 +71,21 @@ impl NetNs {
     /// # Errors
     /// Missing path, a path that is not a namespace, or an open failure.
     pub fn open(path: &Path) -> Result<NetNs, NetnsError> {
-        let file = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => NetnsError::Missing {
-                path: path.to_path_buf(),
-            },
-            _ => NetnsError::Sys {
-                op: "open",
-                path: path.to_path_buf(),
-                errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-            },
-        })?;
+        // Non-blocking: a FIFO at the path must not hang the plugin.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => NetnsError::Missing {
+                    path: path.to_path_buf(),
+                },
+                _ => NetnsError::Sys {
+                    op: "open",
+                    path: path.to_path_buf(),
+                    errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                },
+            })?;
         let st = nix::sys::statfs::fstatfs(&file).map_err(|errno| NetnsError::Sys {
             op: "statfs",
             path: path.to_path_buf(),
@@ -75,10 +98,39 @@ impl NetNs {
                 magic,
             });
         }
+        // nsfs names its files `<kind>:[<inode>]`; only `net` will do.
+        let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        if let Ok(target) = std::fs::read_link(&fd_path) {
+            let target = target.to_string_lossy();
+            if let Some((kind, _)) = target.split_once(":[") {
+                if kind != "net" {
+                    return Err(NetnsError::WrongKind {
+                        path: path.to_path_buf(),
+                        kind: kind.to_string(),
+                    });
+                }
+            }
+        }
         Ok(NetNs {
             file,
             path: path.to_path_buf(),
         })
+    }
+
+    /// Opens a container's namespace: as [`NetNs::open`], and refused when
+    /// it is `home`, the namespace the plugin runs in.
+    ///
+    /// # Errors
+    /// As [`NetNs::open`], or [`NetnsError::Host`].
+    pub fn open_container(path: &Path, home: &NetNs) -> Result<NetNs, NetnsError> {
+        let ns = NetNs::open(path)?;
+        let id = |f: &File| f.metadata().map(|m| (m.dev(), m.ino())).ok();
+        match (id(&ns.file), id(&home.file)) {
+            (Some(a), Some(b)) if a == b => Err(NetnsError::Host {
+                path: path.to_path_buf(),
+            }),
+            _ => Ok(ns),
+        }
     }
 
     /// The namespace the calling thread is in.

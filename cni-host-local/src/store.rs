@@ -56,14 +56,7 @@ const IPS_XATTR: &str = "user.k8s-shims.ips";
 /// directory`).
 pub fn os_text(e: &std::io::Error) -> String {
     match e.raw_os_error() {
-        Some(n) => {
-            let d = Errno::from_raw(n).desc();
-            let mut c = d.chars();
-            match c.next() {
-                Some(f) => f.to_lowercase().chain(c).collect(),
-                None => e.to_string(),
-            }
-        }
+        Some(n) => cni_spec::error::errno_text(n),
         None => e.to_string(),
     }
 }

@@ -122,3 +122,31 @@ mod tests {
         assert!(j.get("details").is_none());
     }
 }
+
+/// An OS error number as the reference plugins print it: the C library's
+/// text with its first letter lowered (`operation not supported`, `no such
+/// file or directory`), as Go's error table is made. Tools grep for these.
+pub fn errno_text(errno: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    let text = text
+        .rsplit_once(" (os error ")
+        .map_or(text.as_str(), |(t, _)| t);
+    let mut c = text.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => format!("errno {errno}"),
+    }
+}
+
+#[cfg(test)]
+mod errno_tests {
+    use super::errno_text;
+
+    #[test]
+    fn texts_read_like_go() {
+        assert_eq!(errno_text(95), "operation not supported");
+        assert_eq!(errno_text(2), "no such file or directory");
+        assert_eq!(errno_text(17), "file exists");
+        assert_eq!(errno_text(19), "no such device");
+    }
+}

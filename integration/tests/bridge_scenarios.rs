@@ -1045,12 +1045,13 @@ fn vlan_configs_on_this_kernel() {
                     "NOTE: VLAN feature NOT exercised ({what}): kernel says {kernel:?}; plugin said {e}"
                 );
                 // The exact error our plugin reports on this kernel (EOPNOTSUPP
-                // from RTM_NEWLINK with IFLA_BR_VLAN_FILTERING).
+                // from RTM_NEWLINK with IFLA_BR_VLAN_FILTERING), worded as the
+                // reference words it (Go's errno text, not libc's).
                 assert_eq!(
                     err_msg(&e),
                     format!(
-                        "failed to create bridge \"{BRIDGE}\": create bridge {BRIDGE}: \
-                         operation not supported on transport endpoint"
+                        "failed to create bridge \"{BRIDGE}\": could not add \"{BRIDGE}\": \
+                         operation not supported"
                     ),
                     "{what}: {e}"
                 );

@@ -26,6 +26,14 @@ fn random_veth_name() -> String {
     format!("veth{:08x}", h.finish() as u32)
 }
 
+/// A random unicast, locally administered MAC.
+fn random_mac() -> [u8; 6] {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let b = h.finish().to_le_bytes();
+    [(b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
 /// Creates or reuses the bridge and returns it, up.
 fn ensure_bridge(host: &mut Netlink, conf: &BridgeConf) -> Result<Link> {
     let name = &conf.bridge;
@@ -36,7 +44,10 @@ fn ensure_bridge(host: &mut Netlink, conf: &BridgeConf) -> Result<Link> {
         .map_err(nl("look up bridge"))?
         .is_none();
     if missing {
-        host.create_bridge(name, conf.mtu, vlan_filtering)
+        // A stable MAC from the start: otherwise the bridge's follows the
+        // lowest port MAC and changes as pods come and go (cni#285,
+        // plugins#60).
+        host.create_bridge(name, conf.mtu, vlan_filtering, random_mac())
             .map_err(|e| fail(e.to_string()))?;
     }
     let br = host
@@ -45,13 +56,6 @@ fn ensure_bridge(host: &mut Netlink, conf: &BridgeConf) -> Result<Link> {
         .ok_or_else(|| fail("vanished after creation".into()))?;
     if br.kind.as_deref() != Some("bridge") {
         return Err(fail(format!("{name:?} already exists but is not a bridge")));
-    }
-    if missing {
-        // Pin the random MAC the kernel gave the new bridge before any port
-        // joins: otherwise it follows the lowest port MAC and changes as pods
-        // come and go (cni#285, plugins#60).
-        host.set_mac(br.index, &br.mac)
-            .map_err(|e| fail(format!("could not set bridge's mac: {e}")))?;
     }
     if conf.promisc {
         host.set_promisc(br.index)
@@ -81,9 +85,10 @@ struct Undo {
 pub fn add(req: &Request) -> Result<CniResult> {
     let conf = config::load(req)?;
     let home = NetNs::current()?;
+    // The namespace is vetted before anything is created on the node.
+    let ctr_ns = NetNs::open_container(Path::new(&req.netns), &home)?;
     let mut host = Netlink::open().map_err(nl("open netlink"))?;
     let br = ensure_bridge(&mut host, &conf)?;
-    let ctr_ns = NetNs::open(Path::new(&req.netns))?;
     let mut ctr = ctr_ns
         .run(&home, Netlink::open)?
         .map_err(nl("open netlink in the container namespace"))?;
@@ -214,8 +219,12 @@ fn add_attached(
     };
     if conf.mac_spoof_check {
         undo.spoof = true;
-        spoofcheck::setup(&req.container_id, &req.ifname, &host_name, &ci.mac_text())
-            .map_err(BridgeError::Other)?;
+        let att = spoofcheck::Attachment {
+            network: &req.name,
+            container_id: &req.container_id,
+            ifname: &req.ifname,
+        };
+        spoofcheck::setup(att, &host_name, &ci.mac_text()).map_err(BridgeError::Other)?;
     }
 
     let mut ipam_dns = None;

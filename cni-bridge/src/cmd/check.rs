@@ -22,7 +22,7 @@ use super::{nl, Result};
 pub fn check(req: &Request) -> Result<()> {
     let conf = config::load(req)?;
     let home = NetNs::current()?;
-    let ctr_ns = NetNs::open(Path::new(&req.netns))?;
+    let ctr_ns = NetNs::open_container(Path::new(&req.netns), &home)?;
     if let Some(t) = &conf.ipam_type {
         delegate::call(t, Command::Check, req).map_err(BridgeError::Delegate)?;
     }

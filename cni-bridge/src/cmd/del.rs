@@ -13,6 +13,25 @@ use std::path::Path;
 
 use super::{nl, Result};
 
+/// Deletes the container's interface, if it is still there.
+fn remove_container_link(ns: &NetNs, home: &NetNs, ifname: &str) -> Result<()> {
+    let mut ctr = ns
+        .run(home, Netlink::open)?
+        .map_err(nl("open netlink in the container namespace"))?;
+    let Some(l) = ctr
+        .link_by_name(ifname)
+        .map_err(nl("look up the container interface"))?
+    else {
+        return Ok(());
+    };
+    match ctr.del_link(l.index) {
+        Err(e) if e.errno() != Some(Errno::ENODEV) => Err(BridgeError::Other(format!(
+            "failed to delete {ifname:?}: {e}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// DEL: removes the container interface (if the namespace still exists),
 /// releases the IPAM lease, and removes masquerade and spoof-check rules by
 /// name, so nothing leaks when the namespace is gone or `CNI_NETNS` is
@@ -20,32 +39,20 @@ use super::{nl, Result};
 ///
 /// # Errors
 /// The IPAM plugin's error, after every local cleanup; a `CNI_NETNS` that is
-/// not a namespace.
+/// the plugin's own namespace (nothing is done then).
 pub fn del(req: &Request) -> Result<()> {
     let conf = config::load(req)?;
     if !req.netns.is_empty() {
-        match NetNs::open(Path::new(&req.netns)) {
-            Ok(ns) => {
-                let home = NetNs::current()?;
-                let mut ctr = ns
-                    .run(&home, Netlink::open)?
-                    .map_err(nl("open netlink in the container namespace"))?;
-                if let Some(l) = ctr
-                    .link_by_name(&req.ifname)
-                    .map_err(nl("look up the container interface"))?
-                {
-                    match ctr.del_link(l.index) {
-                        Err(e) if e.errno() != Some(Errno::ENODEV) => {
-                            return Err(BridgeError::Other(format!(
-                                "failed to delete {:?}: {e}",
-                                req.ifname
-                            )))
-                        }
-                        _ => {}
-                    }
-                }
-            }
+        let home = NetNs::current()?;
+        match NetNs::open_container(Path::new(&req.netns), &home) {
+            Ok(ns) => remove_container_link(&ns, &home, &req.ifname)?,
+            // Gone: deleted, or unmounted with its file left behind (after
+            // a crash or reboot), or never a network namespace. The spec
+            // wants DEL to release everything else and succeed.
             Err(NetnsError::Missing { .. }) => {}
+            Err(e @ (NetnsError::NotNetns { .. } | NetnsError::WrongKind { .. })) => {
+                eprintln!("bridge: DEL: {e}; treating the container namespace as gone");
+            }
             Err(e) => return Err(e.into()),
         }
     }

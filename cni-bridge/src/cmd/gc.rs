@@ -3,6 +3,7 @@
 use crate::config;
 use crate::error::BridgeError;
 use crate::masq;
+use crate::spoofcheck;
 use cni_spec::env::Command;
 use cni_spec::{delegate, AttachmentsError, Request, ValidAttachments};
 use std::collections::HashSet;
@@ -20,8 +21,8 @@ fn valid_attachments(req: &Request) -> Result<ValidAttachments> {
         })
 }
 
-/// GC: forwards GC to IPAM, then removes masquerade rules of attachments
-/// not in the valid list (both backends). Keeps going past errors.
+/// GC: forwards GC to IPAM, then removes masquerade rules (both backends)
+/// and our spoof-check chains of attachments not in the valid list. Keeps going past errors.
 ///
 /// # Errors
 /// Every failure met, joined.
@@ -40,6 +41,9 @@ pub fn gc(req: &Request) -> Result<()> {
     }
     if let Err(e) = masq::nft_gc(&req.name, &valid) {
         errors.push(e);
+    }
+    if let Err(e) = spoofcheck::gc(&req.name, &valid) {
+        errors.push(format!("mac spoof check: {e}"));
     }
     if errors.is_empty() {
         Ok(())

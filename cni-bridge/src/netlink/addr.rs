@@ -88,14 +88,23 @@ impl Netlink {
         Ok(out)
     }
 
-    /// `ip addr add <net> dev <index>`.
+    /// `ip addr add <net> [brd +] dev <index>`: an IPv4 address shorter than
+    /// /31 gets its subnet's broadcast address, as the reference's netlink
+    /// library sets it.
     ///
     /// # Errors
     /// The kernel refuses (`EEXIST` when present).
     pub fn add_addr(&mut self, index: u32, net: IpNetwork) -> Result<()> {
+        let mut m = addr_msg(index, net);
+        if let IpNetwork::V4(v4) = net {
+            if v4.prefix() < 31 {
+                m.attributes
+                    .push(AddressAttribute::Broadcast(v4.broadcast()));
+            }
+        }
         self.ack(
             || format!("add address {net} to {index}"),
-            RouteNetlinkMessage::NewAddress(addr_msg(index, net)),
+            RouteNetlinkMessage::NewAddress(m),
             NLM_F_CREATE | NLM_F_EXCL,
         )
     }

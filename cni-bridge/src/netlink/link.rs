@@ -176,9 +176,20 @@ impl Netlink {
     ///
     /// # Errors
     /// The kernel refuses.
-    pub fn create_bridge(&mut self, name: &str, mtu: u32, vlan_filtering: bool) -> Result<()> {
+    pub fn create_bridge(
+        &mut self,
+        name: &str,
+        mtu: u32,
+        vlan_filtering: bool,
+        mac: [u8; 6],
+    ) -> Result<()> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        // An address given at creation is pinned (it never follows a port's)
+        // and the bridge ID is derived from it at once; setting the kernel's
+        // own random address again afterwards pins it but leaves the bridge
+        // ID at zero and the operstate unknown.
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
         if mtu != 0 {
             m.attributes.push(LinkAttribute::Mtu(mtu));
         }
@@ -190,7 +201,7 @@ impl Netlink {
         }
         m.attributes.push(LinkAttribute::LinkInfo(info));
         match self.ack(
-            || format!("create bridge {name}"),
+            || format!("could not add {name:?}"),
             RouteNetlinkMessage::NewLink(m),
             NLM_F_CREATE | NLM_F_EXCL,
         ) {

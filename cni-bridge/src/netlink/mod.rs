@@ -23,7 +23,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum NetlinkError {
     /// The kernel refused the request.
-    #[error("{op}: {}", .errno.desc().to_lowercase())]
+    #[error("{op}: {}", cni_spec::error::errno_text(*.errno as i32))]
     Kernel {
         /// What was asked, e.g. `add veth veth1234abcd`.
         op: String,
