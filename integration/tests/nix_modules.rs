@@ -224,6 +224,9 @@ fn renderers_give_the_runtime_settings() {
               types = r.conflistTypes {{ plugins = [ {{ type = "bridge"; ipam = {{ type = "host-local"; }}; }} {{ type = "portmap"; }} ]; }};
               commands = r.criAdapterCommands {{ adapter = "/a"; runtime = "cri-o"; endpoint = "unix:///var/run/crio/crio.sock"; images = [ "/i.tar" ]; serveSocket = "/run/s.sock"; }};
               noNetwork = (r.criAdapterCommands {{ adapter = "/a"; runtime = "containerd"; endpoint = "unix:///e"; timeout = 5; network = false; }}).wait;
+              pauseV2 = r.containerdSettings (d // {{ sandboxImage = "registry.k8s.io/pause:3.10"; }});
+              pauseV3 = r.containerdSettings (d // {{ configVersion = 3; sandboxImage = "registry.k8s.io/pause:3.10"; }});
+              refs = map r.imageNameTag [ "docker.io/library/pause:latest" "pause" "localhost:5000/x:1" "a/b@sha256:00" ];
               bridge = r.bridgePlugin {{ enableDad = true; vlanTrunk = [ {{ id = 5; minID = null; maxID = null; }} ]; settings = {{ dns.nameservers = [ "10.96.0.10" ]; }}; }};
             }}"#
         ),
@@ -238,6 +241,20 @@ fn renderers_give_the_runtime_settings() {
     assert_eq!(
         v["containerd3"],
         json!({"plugins": {"io.containerd.cri.v1.runtime": {"cni": cni}}})
+    );
+    assert_eq!(
+        v["pauseV2"],
+        json!({"plugins": {"io.containerd.grpc.v1.cri": {"cni": cni, "sandbox_image": "registry.k8s.io/pause:3.10"}}})
+    );
+    assert_eq!(
+        v["pauseV3"],
+        json!({"plugins": {"io.containerd.cri.v1.runtime": {"cni": cni},
+                           "io.containerd.cri.v1.images": {"pinned_images": {"sandbox": "registry.k8s.io/pause:3.10"}}}})
+    );
+    assert_eq!(
+        v["refs"],
+        json!([{"name": "docker.io/library/pause", "tag": "latest"}, {"name": "pause", "tag": "latest"},
+               {"name": "localhost:5000/x", "tag": "1"}, {"name": "a/b@sha256:00", "tag": null}])
     );
     assert_eq!(
         v["crio"],
@@ -543,6 +560,42 @@ fn eval_with_lib(file: &str, what: &str) -> Value {
 
 #[test]
 #[ignore = "needs NIXPKGS_LIB (a nixpkgs.lib checkout); run with --include-ignored"]
+fn readme_documents_every_option() {
+    let Some(lib) = nixpkgs_lib() else {
+        panic!("NIXPKGS_LIB is not set, so the options reference cannot be checked: {LIB_HINT}");
+    };
+    let path = workspace_root().join("nix/tests/options-doc.nix");
+    let out = must(
+        nix_instantiate(&[
+            "--eval",
+            "--strict",
+            "--json",
+            path.to_str().unwrap(),
+            "--arg",
+            "lib",
+            &lib,
+        ]),
+        "evaluating nix/tests/options-doc.nix",
+    );
+    let table: String = serde_json::from_str(&out).unwrap();
+    assert!(table.lines().count() > 60, "{table}");
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let (begin, end) = ("<!-- options:begin -->\n", "<!-- options:end -->");
+    let a = readme
+        .find(begin)
+        .expect("README.md lacks the options:begin marker")
+        + begin.len();
+    let b = readme
+        .find(end)
+        .expect("README.md lacks the options:end marker");
+    assert!(
+        readme[a..b] == table,
+        "the README's options reference is stale: run NIXPKGS_LIB=... scripts/nix-options-doc"
+    );
+}
+
+#[test]
+#[ignore = "needs NIXPKGS_LIB (a nixpkgs.lib checkout); run with --include-ignored"]
 fn flake_outputs_evaluate_with_nixpkgs_lib() {
     let v = eval_with_lib("nix/tests/flake-eval.nix", "flake output evaluation");
     let r = &v["results"];
@@ -645,7 +698,46 @@ fn modules_evaluate_with_nixpkgs_lib() {
     assert!(msgs("bad-cidr").contains("the network address for a /24 is 10.1.3.0/24"));
     assert!(msgs("bad-bridge").contains("hairpinMode and promiscMode cannot both be true"));
     assert!(msgs("bad-missing-type").contains("uses CNI type(s) portmap"));
-    assert!(msgs("bad-cri").contains("seedImages instead"));
+    assert!(msgs("bad-cri").contains("list the images in services.k8s.cri.seedImages"));
+    assert!(msgs("bad-crio-pause").contains(
+        "set services.k8s.cri.pauseImage.name instead of virtualisation.cri-o.pauseImage"
+    ));
+
+    // CRI-O with nixpkgs' kubelet evaluates: its seedDockerImages (pause,
+    // coredns) go to cri-adapter seed; one pause image everywhere.
+    let k = &r["crio-nixpkgs-kubelet"];
+    assert_eq!(k["assertions"], json!([]));
+    assert_eq!(k["kubeletSeed"], json!([]));
+    let seeded: Vec<&str> = k["seeded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(seeded.len(), 3, "{seeded:?}");
+    assert!(
+        seeded[1].ends_with("-docker-image-pause.tar.gz"),
+        "{seeded:?}"
+    );
+    assert!(
+        seeded[2].ends_with("-docker-image-coredns-1.10.1.tar"),
+        "{seeded:?}"
+    );
+    let seed_cmd = k["services"]["k8s-cri-adapter"]["ExecStart"][1]
+        .as_str()
+        .unwrap();
+    assert!(seed_cmd.contains(" seed --runtime cri-o "), "{seed_cmd}");
+    for img in &seeded {
+        assert!(seed_cmd.contains(img), "{img} not in {seed_cmd}");
+    }
+    assert_eq!(
+        k["crio"]["settings"]["crio"]["image"]["pause_image"],
+        "docker.io/library/pause:latest"
+    );
+    assert!(k["kubeletExtraOpts"]
+        .as_str()
+        .unwrap()
+        .ends_with("--pod-infra-container-image=docker.io/library/pause:latest"));
     assert_eq!(r["bad-runtime-rejected"], true);
     assert_eq!(r["undocumented"]["missing"], json!([]));
 }

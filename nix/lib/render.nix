@@ -142,12 +142,14 @@ in rec {
     }) (attrNames choices));
 
   # containerd settings (a fragment of config.toml) pointing the CRI plugin
-  # at our dirs. Config version 2 (containerd 1.x; 2.x migrates it) or 3
-  # (containerd 2.x layout).
+  # at our dirs and, when given, at the sandbox (pause) image. Config
+  # version 2 (containerd 1.x; 2.x migrates it) or 3 (containerd 2.x
+  # layout, where the CNI dirs and the sandbox image live in two plugins).
   containerdSettings = {
     binDir,
     confDir,
     configVersion ? 2,
+    sandboxImage ? null,
   }: let
     cni = {
       bin_dir = binDir;
@@ -155,8 +157,47 @@ in rec {
     };
   in
     if configVersion >= 3
-    then {plugins."io.containerd.cri.v1.runtime".cni = cni;}
-    else {plugins."io.containerd.grpc.v1.cri".cni = cni;};
+    then {
+      plugins =
+        {"io.containerd.cri.v1.runtime".cni = cni;}
+        // (
+          if sandboxImage == null
+          then {}
+          else {"io.containerd.cri.v1.images".pinned_images.sandbox = sandboxImage;}
+        );
+    }
+    else {
+      plugins."io.containerd.grpc.v1.cri" = compact {
+        inherit cni;
+        sandbox_image = sandboxImage;
+      };
+    };
+
+  # Splits an image reference "repo[:tag]" into { name; tag; } (a digest
+  # reference keeps its "@..." in the name, tag null).
+  imageNameTag = ref: let
+    lastSlash = builtins.match "(.*/)?([^/]*)" ref;
+    prefix =
+      if builtins.elemAt lastSlash 0 == null
+      then ""
+      else builtins.elemAt lastSlash 0;
+    last = builtins.elemAt lastSlash 1;
+    m = builtins.match "([^:@]+):([^:@]+)" last;
+  in
+    if builtins.match ".*@.*" ref != null
+    then {
+      name = ref;
+      tag = null;
+    }
+    else if m == null
+    then {
+      name = ref;
+      tag = "latest";
+    }
+    else {
+      name = prefix + builtins.elemAt m 0;
+      tag = builtins.elemAt m 1;
+    };
 
   # CRI-O settings (a fragment of crio.conf) pointing it at our dirs.
   crioSettings = {

@@ -28,8 +28,30 @@
     if isContainerd
     then "containerd"
     else "crio";
-  kubelet = config.services.kubernetes.kubelet or {};
+  top = config.services.kubernetes or {};
+  kubelet = top.kubelet or {};
   kubeletEnabled = kubelet.enable or false;
+  dnsAddon = top.addons.dns or {};
+
+  # nixpkgs' kubelet seeds its images with containerd's `ctr`; on a CRI-O
+  # node we take that over: nothing goes to `ctr`, `cri-adapter seed`
+  # imports the same images (our pause archive, named pauseImage.name, and
+  # the DNS addon's coredns).
+  takeOverSeeding = kubeletEnabled && !isContainerd;
+  takenOver = lib.optional (takeOverSeeding && (dnsAddon.enable or false)) (pkgs.dockerTools.pullImage dnsAddon.coredns);
+  pause = cfg.pauseImage;
+  pauseRef = render.imageNameTag pause.name;
+  seeded = cfg.seedImages ++ lib.optional (pause.archive != null) pause.archive ++ takenOver;
+
+  # The sandbox image the runtime's settings end up with (from whichever
+  # module wrote it), for the agreement assertion.
+  effectivePause =
+    if isContainerd
+    then
+      if cfg.containerd.configVersion >= 3
+      then config.virtualisation.containerd.settings.plugins."io.containerd.cri.v1.images".pinned_images.sandbox or null
+      else config.virtualisation.containerd.settings.plugins."io.containerd.grpc.v1.cri".sandbox_image or null
+    else config.virtualisation.cri-o.settings.crio.image.pause_image or null;
 
   commands = render.criAdapterCommands {
     adapter = lib.getExe' cfg.package "cri-adapter";
@@ -37,7 +59,7 @@
     endpoint = cfg.runtimeEndpoint;
     timeout = cfg.waitTimeout;
     network = cni.network.conflist != null;
-    images = cfg.seedImages;
+    images = seeded;
     serveSocket =
       if cfg.serve.enable
       then cfg.serve.socket
@@ -92,14 +114,79 @@ in {
       type = types.listOf (types.either types.package types.path);
       default = [];
       example = literalExpression ''
-        [ (pkgs.dockerTools.buildImage { name = "pause"; tag = "latest"; config.Entrypoint = [ "/pause" ]; }) ]
+        [ (pkgs.dockerTools.pullImage { imageName = "registry.k8s.io/coredns/coredns"; imageDigest = "sha256:..."; sha256 = "..."; finalImageTag = "v1.12.0"; }) ]
       '';
       description = ''
         Image archives (docker-archive or OCI tarballs, optionally gzipped)
         imported into the runtime by `cri-adapter seed` before kubelet starts,
-        for either runtime (nixpkgs' `kubelet.seedDockerImages` works with
-        containerd only).
+        for either runtime. The pause image is seeded from
+        {option}`services.k8s.cri.pauseImage.archive`; do not list it here.
+        On a CRI-O node, nixpkgs' `services.kubernetes.kubelet.seedDockerImages`
+        (which imports with containerd's `ctr`) is taken over: list your own
+        images here, not there.
       '';
+    };
+
+    seededImages = mkOption {
+      type = types.listOf (types.either types.package types.path);
+      readOnly = true;
+      default = seeded;
+      defaultText = literalExpression "seedImages ++ [ pauseImage.archive ] ++ <the DNS addon's coredns on a CRI-O node with nixpkgs' kubelet>";
+      description = ''
+        Every archive `cri-adapter seed` imports (read-only): `seedImages`,
+        the pause archive, and, on a CRI-O node with nixpkgs' kubelet, the
+        images that kubelet would have imported with `ctr` (the DNS addon's
+        coredns; its pause image is ours, see `pauseImage`).
+      '';
+    };
+
+    pauseImage = {
+      name = mkOption {
+        type = types.strMatching "[^[:space:]]+";
+        default = "docker.io/library/pause:latest";
+        example = "registry.k8s.io/pause:3.10";
+        description = ''
+          The pod sandbox (pause) image: one value written to the runtime
+          (containerd's `sandbox_image`, or `pinned_images.sandbox` in config
+          version 3; CRI-O's `pause_image` through
+          `virtualisation.cri-o.pauseImage`), passed to nixpkgs' kubelet
+          (`--pod-infra-container-image`, so image GC keeps it) and used as
+          the name of {option}`services.k8s.cri.pauseImage.archive`. The
+          default is what nixpkgs' kubelet module seeds (`pause:latest`),
+          fully qualified so both runtimes read it the same way.
+        '';
+      };
+      package = mkOption {
+        type = types.nullOr types.package;
+        default =
+          if kubeletEnabled
+          then top.package.pause or null
+          else null;
+        defaultText = literalExpression "config.services.kubernetes.package.pause when nixpkgs' kubelet is enabled, else null";
+        description = ''
+          A package with `bin/pause`, built into the image archive
+          {option}`services.k8s.cri.pauseImage.archive`. null: no archive is
+          built (the runtime pulls `pauseImage.name` from its registry).
+        '';
+      };
+      archive = mkOption {
+        type = types.nullOr (types.either types.package types.path);
+        default =
+          if pause.package == null
+          then null
+          else
+            pkgs.dockerTools.buildImage {
+              inherit (pauseRef) name tag;
+              copyToRoot = [pause.package];
+              config.Entrypoint = ["/bin/pause"];
+            };
+        defaultText = literalExpression "an image named pauseImage.name holding pauseImage.package, or null";
+        description = ''
+          The pause image archive `cri-adapter seed` imports before kubelet
+          starts (its image name must be {option}`services.k8s.cri.pauseImage.name`).
+          null: nothing is seeded for the sandbox.
+        '';
+      };
     };
 
     waitTimeout = mkOption {
@@ -168,7 +255,15 @@ in {
         }
         {
           assertion = isContainerd || (kubelet.seedDockerImages or []) == [];
-          message = "${where}: services.kubernetes.kubelet.seedDockerImages imports with containerd's `ctr`, which a CRI-O node does not have; list the images in services.k8s.cri.seedImages instead.";
+          message = "${where}: services.kubernetes.kubelet.seedDockerImages is forced non-empty on a CRI-O node, but nixpkgs' kubelet imports it with containerd's `ctr`, which this node does not run; remove that override and list the images in services.k8s.cri.seedImages (`cri-adapter seed` imports them into CRI-O).";
+        }
+        {
+          assertion = effectivePause == pause.name;
+          message = "${where}: the runtime's pause image is ${builtins.toJSON effectivePause} but services.k8s.cri.pauseImage.name is \"${pause.name}\"; set services.k8s.cri.pauseImage.name instead of ${
+            if isContainerd
+            then "containerd's sandbox_image"
+            else "virtualisation.cri-o.pauseImage"
+          } (one value for the runtime, kubelet and the seeded archive).";
         }
       ];
 
@@ -224,11 +319,19 @@ in {
         (render.containerdSettings {
           inherit (cni) binDir confDir;
           inherit (cfg.containerd) configVersion;
+          sandboxImage = pause.name;
         });
+    })
+
+    (mkIf takeOverSeeding {
+      # Above nixpkgs' plain definitions (its pause image, the DNS addon's
+      # coredns), below mkForce: see `seededImages`.
+      services.kubernetes.kubelet.seedDockerImages = mkOverride 60 [];
     })
 
     (mkIf (!isContainerd) {
       virtualisation.cri-o.enable = true;
+      virtualisation.cri-o.pauseImage = mkModuleDefault pause.name;
       virtualisation.cri-o.settings.crio.network = {
         network_dir = mkModuleDefault cni.confDir;
         # Ours first: CRI-O takes a type from the first dir that has it, and
@@ -246,6 +349,8 @@ in {
 
     (mkIf kubeletEnabled {
       services.kubernetes.kubelet.containerRuntimeEndpoint = mkDefault cfg.endpoint;
+      # After nixpkgs' own `--pod-infra-container-image=pause`: the last one wins.
+      services.kubernetes.kubelet.extraOpts = "--pod-infra-container-image=${pause.name}";
       systemd.services.kubelet = {
         wants = units;
         after = units;

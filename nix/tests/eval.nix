@@ -53,6 +53,12 @@
       inherit (cfg.virtualisation.cri-o) enable settings;
     };
     kubeletEndpoint = cfg.services.kubernetes.kubelet.containerRuntimeEndpoint;
+    kubeletSeed = cfg.services.kubernetes.kubelet.seedDockerImages;
+    kubeletExtraOpts = cfg.services.kubernetes.kubelet.extraOpts;
+    seeded =
+      if c ? cri
+      then c.cri.seededImages
+      else null;
     services = lib.mapAttrs (_: s: {
       inherit (s) after before wants requires wantedBy path;
       ExecStart = s.serviceConfig.ExecStart or null;
@@ -155,6 +161,38 @@
       };
     });
 
+    # A CRI-O node with nixpkgs' kubelet (its pause image and the DNS
+    # addon's coredns in seedDockerImages): seeded by cri-adapter instead.
+    crio-nixpkgs-kubelet = summary (eval [modules.default] {
+      services.k8s.cni.host-local = hostLocal;
+      services.k8s.cni.bridge.enable = true;
+      services.k8s.cri = {
+        enable = true;
+        runtime = "cri-o";
+        seedImages = [(drv "app.tar")];
+      };
+      services.kubernetes.kubelet.enable = true;
+    });
+    # Another pause image, on CRI-O and on containerd (config version 3).
+    crio-own-pause = summary (eval [modules.default] {
+      services.k8s.cri = {
+        enable = true;
+        runtime = "cri-o";
+        pauseImage.name = "registry.k8s.io/pause:3.10";
+      };
+      services.kubernetes.kubelet.enable = true;
+      services.kubernetes.addons.dns.enable = false;
+    });
+    containerd-own-pause = summary (eval [modules.cri-adapter] {
+      services.k8s.cri = {
+        enable = true;
+        pauseImage = {
+          name = "registry.k8s.io/pause:3.10";
+          package = pkgs.kubernetes.pause;
+        };
+      };
+    });
+
     containerd-v3 = summary (eval [modules.cri-adapter] {
       services.k8s.cri = {
         enable = true;
@@ -217,8 +255,20 @@
       services.k8s.cni.plugins.loopback.enable = false;
       services.kubernetes.kubelet = {
         enable = true;
-        seedDockerImages = [(drv "pause.tar")];
+        seedDockerImages = lib.mkForce [(drv "pause.tar")];
       };
+    });
+    # The pause image set on the runtime behind our back.
+    bad-crio-pause = failed (eval [modules.default] {
+      services.k8s.cri = {
+        enable = true;
+        runtime = "cri-o";
+      };
+      virtualisation.cri-o.pauseImage = "k8s.gcr.io/pause:3.2";
+    });
+    bad-containerd-pause = failed (eval [modules.default] {
+      services.k8s.cri.enable = true;
+      virtualisation.containerd.settings.plugins."io.containerd.grpc.v1.cri".sandbox_image = "pause:3.9";
     });
     # Type errors are thrown (caught here), not assertions.
     bad-runtime-rejected =
@@ -346,7 +396,61 @@
     (expect "bad-range" (hasMsg "rangeStart 10.1.1.10 is not in subnet 10.1.0.0/24" c.bad-range && hasMsg "gateway 10.0.0.1 is IPv4 but subnet fd00::/64 is IPv6" c.bad-range))
     (expect "bad-bridge" (hasMsg "hairpinMode and promiscMode cannot both be true" c.bad-bridge && hasMsg "vlanTrunk: each entry needs" c.bad-bridge))
     (expect "bad-missing-type" (hasMsg "uses CNI type(s) portmap, which the bin dir does not provide" c.bad-missing-type && hasMsg "\"pod net\" is not a valid CNI network name" c.bad-missing-type))
-    (expect "bad-cri" (hasMsg "keep services.k8s.cni.plugins.loopback enabled" c.bad-cri && hasMsg "list the images in services.k8s.cri.seedImages instead" c.bad-cri))
+    (expect "bad-cri" (hasMsg "keep services.k8s.cni.plugins.loopback enabled" c.bad-cri && hasMsg "seedDockerImages is forced non-empty on a CRI-O node" c.bad-cri))
+    (expect "bad-crio-pause" (c.bad-crio-pause == ["services.k8s.cri: the runtime's pause image is \"k8s.gcr.io/pause:3.2\" but services.k8s.cri.pauseImage.name is \"docker.io/library/pause:latest\"; set services.k8s.cri.pauseImage.name instead of virtualisation.cri-o.pauseImage (one value for the runtime, kubelet and the seeded archive)."]))
+    (expect "bad-containerd-pause" (hasMsg "the runtime's pause image is \"pause:3.9\"" c.bad-containerd-pause && hasMsg "instead of containerd's sandbox_image" c.bad-containerd-pause))
+    (expect "crio-nixpkgs-kubelet: evaluates, no failed assertion" (c.crio-nixpkgs-kubelet.assertions == []))
+    (expect "crio-nixpkgs-kubelet: nothing left for ctr" (c.crio-nixpkgs-kubelet.kubeletSeed == []))
+    (expect "crio-nixpkgs-kubelet: cri-adapter seeds the user's images, our pause archive (from kubelet's package) and coredns" (
+      let
+        s = c.crio-nixpkgs-kubelet.seeded;
+        p = builtins.elemAt s 1;
+      in
+        builtins.length s
+        == 3
+        && builtins.head s == drv "app.tar"
+        && p.args.name == "docker.io/library/pause"
+        && p.args.tag == "latest"
+        && p.args.copyToRoot == [pkgs.kubernetes.pause]
+        && (builtins.elemAt s 2).args.imageName == "coredns/coredns"
+    ))
+    (expect "crio-nixpkgs-kubelet: seed command carries them" (
+      let
+        e = builtins.elemAt c.crio-nixpkgs-kubelet.services.k8s-cri-adapter.ExecStart 1;
+      in
+        lib.all (i: lib.hasInfix (toString i) e) c.crio-nixpkgs-kubelet.seeded
+    ))
+    (expect "crio-nixpkgs-kubelet: one pause image for CRI-O and kubelet" (
+      c.crio-nixpkgs-kubelet.crio.settings.crio.image.pause_image
+      == "docker.io/library/pause:latest"
+      && lib.hasSuffix "--pod-infra-container-image=docker.io/library/pause:latest" c.crio-nixpkgs-kubelet.kubeletExtraOpts
+    ))
+    (expect "crio-own-pause: CRI-O, kubelet and the archive share the name" (
+      let
+        p = builtins.head c.crio-own-pause.seeded;
+      in
+        c.crio-own-pause.assertions
+        == []
+        && c.crio-own-pause.crio.settings.crio.image.pause_image == "registry.k8s.io/pause:3.10"
+        && c.crio-own-pause.kubeletExtraOpts == "--pod-infra-container-image=registry.k8s.io/pause:3.10"
+        && p.args.name == "registry.k8s.io/pause"
+        && p.args.tag == "3.10"
+        && builtins.length c.crio-own-pause.seeded == 1
+    ))
+    (expect "containerd-own-pause: sandbox_image and the archive" (
+      c.containerd-own-pause.assertions
+      == []
+      && c.containerd-own-pause.containerd.settings.plugins."io.containerd.grpc.v1.cri".sandbox_image == "registry.k8s.io/pause:3.10"
+      && (builtins.head c.containerd-own-pause.seeded).args.tag == "3.10"
+    ))
+    (expect "containerd-node: our pause name over kubernetes' mkDefault pause:latest; our archive from kubelet's package seeded too" (
+      c.containerd-node.containerd.settings.plugins."io.containerd.grpc.v1.cri".sandbox_image
+      == "docker.io/library/pause:latest"
+      && builtins.head c.containerd-node.seeded == drv "pause-image.tar.gz"
+      && (builtins.elemAt c.containerd-node.seeded 1).args.copyToRoot == [pkgs.kubernetes.pause]
+      && c.containerd-node.assertions == []
+    ))
+    (expect "cri-alone: no pause archive, nothing seeded" (c.cri-alone.seeded == [] && builtins.length c.cri-alone.services.k8s-cri-adapter.ExecStart == 1))
     (expect "bad-runtime-rejected" c.bad-runtime-rejected)
     (expect "bad-mtu-rejected" c.bad-mtu-rejected)
     (expect "every option documented (${toString c.undocumented.count} checked)" (c.undocumented.missing == [] && c.undocumented.count > 40))

@@ -13,6 +13,13 @@ in {
   iptables = drv "iptables-1.8.11";
   nftables = drv "nftables-1.1.1";
   skopeo = drv "skopeo-1.18.0";
+  kubernetes = drv "kubernetes-1.34.1" // {pause = drv "kubernetes-1.34.1-pause";};
+  containerd = drv "containerd-2.1.4" // {version = "2.1.4";};
+  # Keep their arguments, so the tests can read the image's name.
+  dockerTools = {
+    buildImage = args: drv "docker-image-${baseNameOf args.name}.tar.gz" // {inherit args;};
+    pullImage = args: drv "docker-image-${baseNameOf args.imageName}-${args.finalImageTag}.tar" // {inherit args;};
+  };
   k8s-shims = {
     host-local = drv "k8s-shims-host-local-0.1.0";
     bridge = drv "k8s-shims-bridge-0.1.0";
