@@ -43,6 +43,17 @@
   pauseRef = render.imageNameTag pause.name;
   seeded = cfg.seedImages ++ lib.optional (pause.archive != null) pause.archive ++ takenOver;
 
+  # containerd: the config version the file declares (none = 1), and what
+  # the package reads.
+  ctrd = config.virtualisation.containerd.settings or {};
+  fileVersion = ctrd.version or 1;
+  ctrdVersion = pkgs.containerd.version or null;
+  grpcCri = ctrd.plugins."io.containerd.grpc.v1.cri" or {};
+  # Keys a version 3 file no longer reads under grpc.v1.cri (ignoring
+  # `cni`: nixpkgs' containerd module always writes cni.bin_dir there, and
+  # ours are in the version 3 place).
+  movedInV3 = lib.filter (k: grpcCri ? ${k}) ["sandbox_image" "containerd" "registry"];
+
   # The sandbox image the runtime's settings end up with (from whichever
   # module wrote it), for the agreement assertion.
   effectivePause =
@@ -102,11 +113,16 @@ in {
       type = types.enum [2 3];
       default = 2;
       description = ''
-        The layout of containerd's config our settings are written in: 2
-        (`plugins."io.containerd.grpc.v1.cri".cni`), which nixpkgs' module
-        uses (`settings.version = 2`) and containerd 2.x migrates, or 3
-        (`plugins."io.containerd.cri.v1.runtime".cni`) for a containerd module
-        that writes `version = 3`.
+        The layout of containerd's config our settings are written in. It
+        must be the `version` the config file declares
+        (`virtualisation.containerd.settings.version`; containerd reads every
+        other layout's keys as unknown and ignores them), and this is checked:
+        2 (`plugins."io.containerd.grpc.v1.cri"`: `cni`, `sandbox_image`),
+        what nixpkgs' module writes and containerd 2.x migrates at start; or
+        3 (`plugins."io.containerd.cri.v1.runtime".cni`,
+        `plugins."io.containerd.cri.v1.images".pinned_images.sandbox`), for
+        containerd 2.x only, together with
+        `virtualisation.containerd.settings.version = lib.mkForce 3`.
       '';
     };
 
@@ -313,6 +329,20 @@ in {
     })
 
     (mkIf isContainerd {
+      assertions = [
+        {
+          assertion = fileVersion == cfg.containerd.configVersion;
+          message =
+            if cfg.containerd.configVersion == 3
+            then "${where}.containerd.configVersion = 3, but containerd's config file says version = ${toString fileVersion} (nixpkgs' containerd module writes 2), so containerd would ignore our `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images` keys and use /opt/cni/bin and /etc/cni/net.d: keep ${where}.containerd.configVersion = 2 (containerd 2.x migrates it), or also set virtualisation.containerd.settings.version = lib.mkForce 3."
+            else "${where}.containerd.configVersion = ${toString cfg.containerd.configVersion}, but containerd's config file says version = ${toString fileVersion}, so containerd would ignore our `io.containerd.grpc.v1.cri` keys: set ${where}.containerd.configVersion = ${toString fileVersion}.";
+        }
+        {
+          assertion = cfg.containerd.configVersion < 3 || ctrdVersion == null || lib.versionAtLeast ctrdVersion "2.0";
+          message = "${where}.containerd.configVersion = 3 needs containerd 2.0 or later, but pkgs.containerd is ${toString ctrdVersion}: set ${where}.containerd.configVersion = 2.";
+        }
+      ];
+      warnings = lib.optional (fileVersion >= 3 && movedInV3 != []) "virtualisation.containerd.settings.plugins.\"io.containerd.grpc.v1.cri\" sets ${lib.concatStringsSep ", " movedInV3}, which a version ${toString fileVersion} config no longer reads there (nixpkgs' kubernetes module writes them at mkDefault for version 2); set them under plugins.\"io.containerd.cri.v1.runtime\" / \"io.containerd.cri.v1.images\" instead, and clear these with lib.mkForce { }.";
       virtualisation.containerd.enable = true;
       virtualisation.containerd.settings =
         lib.mapAttrsRecursive (_: mkModuleDefault)

@@ -20,12 +20,13 @@
     default = ../modules/default.nix;
   };
 
-  eval = imports: config:
+  evalPkgs = pkgs: imports: config:
     (lib.evalModules {
       modules = [./stubs.nix {inherit config;}] ++ imports;
       specialArgs = {inherit pkgs;};
     })
     .config;
+  eval = evalPkgs pkgs;
   failed = cfg: map (a: a.message) (lib.filter (a: !a.assertion) cfg.assertions);
 
   hostLocal = {
@@ -42,6 +43,7 @@
     etcOn = lib.filterAttrs (_: f: f.enable) cfg.environment.etc;
   in {
     assertions = failed cfg;
+    inherit (cfg) warnings;
     pluginPaths = c.cni.pluginPaths;
     binDir = c.cni.binDir;
     conflist = c.cni.network.conflist;
@@ -193,11 +195,41 @@
       };
     });
 
+    # containerd 2.x layout: our keys in the version 3 places, the file
+    # says version 3; nixpkgs' kubelet's version-2 keys are warned about.
     containerd-v3 = summary (eval [modules.cri-adapter] {
       services.k8s.cri = {
         enable = true;
         containerd.configVersion = 3;
       };
+      virtualisation.containerd.settings.version = lib.mkForce 3;
+    });
+    containerd-v3-nixpkgs-kubelet = summary (eval [modules.default] {
+      services.k8s.cri = {
+        enable = true;
+        containerd.configVersion = 3;
+      };
+      virtualisation.containerd.settings.version = lib.mkForce 3;
+      services.kubernetes.kubelet.enable = true;
+    });
+    # configVersion and the file's version disagree (either way), or the
+    # package is too old for version 3.
+    bad-v3-file-v2 = failed (eval [modules.cri-adapter] {
+      services.k8s.cri = {
+        enable = true;
+        containerd.configVersion = 3;
+      };
+    });
+    bad-v2-file-v3 = failed (eval [modules.cri-adapter] {
+      services.k8s.cri.enable = true;
+      virtualisation.containerd.settings.version = lib.mkForce 3;
+    });
+    bad-v3-old-containerd = failed (evalPkgs (pkgs // {containerd = drv "containerd-1.7.27" // {version = "1.7.27";};}) [modules.cri-adapter] {
+      services.k8s.cri = {
+        enable = true;
+        containerd.configVersion = 3;
+      };
+      virtualisation.containerd.settings.version = lib.mkForce 3;
     });
 
     # Settings that must be refused, with the messages the user sees.
@@ -384,7 +416,28 @@
         && b.ipam.ranges == [[{subnet = "10.9.0.0/24";}]]
     ))
     (expect "user-override: file name from priority and name" (c.user-override.etc ? "k8s-shims/cni/net.d/05-podnet.conflist"))
-    (expect "containerd-v3: v3 layout" (c.containerd-v3.containerd.settings.plugins."io.containerd.cri.v1.runtime".cni.conf_dir == "/etc/k8s-shims/cni/net.d"))
+    (expect "containerd-v3: v3 layout, file version 3, nothing of ours in the v2 places" (
+      let
+        st = c.containerd-v3.containerd.settings;
+      in
+        c.containerd-v3.assertions
+        == []
+        && c.containerd-v3.warnings == []
+        && st.version == 3
+        && st.plugins."io.containerd.cri.v1.runtime".cni.conf_dir == "/etc/k8s-shims/cni/net.d"
+        && st.plugins."io.containerd.cri.v1.images".pinned_images.sandbox == "docker.io/library/pause:latest"
+        # only what nixpkgs' containerd module writes there (ignored in v3)
+        && st.plugins."io.containerd.grpc.v1.cri" == {cni.bin_dir = "${pkgs.cni-plugins}/bin";}
+    ))
+    (expect "containerd-v3-nixpkgs-kubelet: evaluates, warns about kubernetes' version-2 keys" (
+      c.containerd-v3-nixpkgs-kubelet.assertions
+      == []
+      && hasMsg "sets sandbox_image, containerd, which a version 3 config no longer reads there" c.containerd-v3-nixpkgs-kubelet.warnings
+    ))
+    (expect "containerd-node: file version 2, no warning" (c.containerd-node.containerd.settings.version == 2 && c.containerd-node.warnings == []))
+    (expect "bad-v3-file-v2" (c.bad-v3-file-v2 == ["services.k8s.cri.containerd.configVersion = 3, but containerd's config file says version = 2 (nixpkgs' containerd module writes 2), so containerd would ignore our `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images` keys and use /opt/cni/bin and /etc/cni/net.d: keep services.k8s.cri.containerd.configVersion = 2 (containerd 2.x migrates it), or also set virtualisation.containerd.settings.version = lib.mkForce 3."]))
+    (expect "bad-v2-file-v3" (c.bad-v2-file-v3 == ["services.k8s.cri.containerd.configVersion = 2, but containerd's config file says version = 3, so containerd would ignore our `io.containerd.grpc.v1.cri` keys: set services.k8s.cri.containerd.configVersion = 3."]))
+    (expect "bad-v3-old-containerd" (c.bad-v3-old-containerd == ["services.k8s.cri.containerd.configVersion = 3 needs containerd 2.0 or later, but pkgs.containerd is 1.7.27: set services.k8s.cri.containerd.configVersion = 2."]))
     (expect "bad-overlap" (hasMsg "range sets 0 and 1 overlap" c.bad-overlap))
     (expect "bad-cidr" (
       hasMsg "range set 0, range 0: subnet \"10.1.2.0/33\" is not a valid CIDR" c.bad-cidr

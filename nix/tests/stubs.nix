@@ -170,6 +170,10 @@ in {
         plugins."io.containerd.grpc.v1.cri" = {
           sandbox_image = mkDefault "pause:latest";
           cni.bin_dir = mkDefault "/opt/cni/bin";
+          containerd.runtimes.runc = {
+            runtime_type = mkDefault "io.containerd.runc.v2";
+            options.SystemdCgroup = mkDefault true;
+          };
         };
       };
       services.kubernetes.addons.dns.enable = mkDefault true;
