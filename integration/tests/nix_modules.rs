@@ -739,6 +739,29 @@ fn modules_evaluate_with_nixpkgs_lib() {
         .unwrap()
         .ends_with("--pod-infra-container-image=docker.io/library/pause:latest"));
     assert_eq!(r["bad-runtime-rejected"], true);
+    // Module conventions: silent misconfigurations are assertions, paths
+    // are typed, JSON settings merge, kubelet requires the serve unit.
+    assert!(r["host-local-alone"]["assertions"]
+        .to_string()
+        .contains("the network has no main plugin"));
+    assert!(msgs("bad-bridge-no-ipam").contains("the bridge has no IPAM"));
+    assert_eq!(r["bridge-l2"], json!([]));
+    assert!(r["user-override"]["assertions"]
+        .to_string()
+        .contains(r#"containerRuntimeEndpoint is \"unix:///run/other.sock\""#));
+    for k in [
+        "bad-datadir-rejected",
+        "bad-resolvconf-rejected",
+        "bad-socket-rejected",
+    ] {
+        assert_eq!(r[k], true, "{k}");
+    }
+    let ns = &r["lists-merge"]["conflist"]["plugins"][0]["dns"]["nameservers"];
+    assert_eq!(ns.as_array().unwrap().len(), 2, "{ns}");
+    assert_eq!(
+        r["crio-node"]["services"]["kubelet"]["requires"],
+        json!(["k8s-cri-adapter-serve.service"])
+    );
     assert_eq!(r["undocumented"]["missing"], json!([]));
 }
 

@@ -3,10 +3,12 @@
 {
   config,
   lib,
+  pkgs,
   ...
 }: let
   inherit (lib) mkOption mkDefault mkIf types;
   render = import ../lib/render.nix;
+  inherit (import ../lib/types.nix {inherit lib pkgs;}) jsonObject absolutePath;
   cfg = config.services.k8s.cni.host-local;
   where = "services.k8s.cni.host-local";
 
@@ -62,17 +64,19 @@ in {
   imports = [./cni.nix];
 
   options.services.k8s.cni.host-local = {
-    enable = mkOption {
-      type = types.bool;
-      default = false;
-      description = ''
-        Whether the node's network takes its addresses from `host-local`
-        (rendered into {option}`services.k8s.cni.network.ipam`). The binary
-        comes from {option}`services.k8s.cni.plugins` (`host-local`: ours by
-        default, or nixpkgs' reference build: both read the same
-        configuration and store).
-      '';
-    };
+    enable =
+      lib.mkEnableOption ""
+      // {
+        description = ''
+          Whether the node's network takes its addresses from `host-local`
+          (rendered into {option}`services.k8s.cni.network.ipam`). The binary
+          comes from {option}`services.k8s.cni.plugins` (`host-local`: ours by
+          default, or nixpkgs' reference build: both read the same
+          configuration and store). It only renders the `ipam` object: the
+          network also needs a main plugin ({option}`services.k8s.cni.bridge.enable`
+          or {option}`services.k8s.cni.network.main`), which is checked.
+        '';
+      };
 
     ranges = mkOption {
       type = types.listOf (types.listOf range);
@@ -100,7 +104,7 @@ in {
     };
 
     dataDir = mkOption {
-      type = types.str;
+      type = absolutePath;
       default = render.defaultDataDir;
       example = "/var/lib/cni/networks";
       description = ''
@@ -116,16 +120,16 @@ in {
     };
 
     resolvConf = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr absolutePath;
       default = null;
       example = "/etc/resolv.conf";
-      description = "A resolv.conf whose contents are reported as the result's `dns`.";
+      description = "A resolv.conf on the node (an absolute path) whose contents are reported as the result's `dns`.";
     };
 
     settings = mkOption {
-      type = types.attrsOf types.anything;
+      type = jsonObject;
       default = {};
-      description = "Escape hatch: keys merged (recursively) over the rendered `ipam` object.";
+      description = "Escape hatch (RFC 42, freeform JSON: lists from several definitions concatenate): keys merged (recursively) over the rendered `ipam` object.";
     };
 
     ipam = mkOption {
@@ -162,8 +166,8 @@ in {
       problems
       ++ [
         {
-          assertion = lib.hasPrefix "/" cfg.dataDir;
-          message = "${where}.dataDir \"${cfg.dataDir}\" must be an absolute path.";
+          assertion = config.services.k8s.cni.network.main != null;
+          message = "${where}.enable: host-local only renders the `ipam` object, and the network has no main plugin, so no conflist is written; enable services.k8s.cni.bridge (or set services.k8s.cni.network.main).";
         }
       ];
   };

@@ -11,7 +11,8 @@
   render = import ../lib/render.nix;
   cfg = config.services.k8s.cni;
   net = cfg.network;
-  json = types.attrsOf types.anything;
+  inherit (import ../lib/types.nix {inherit lib pkgs;}) jsonObject;
+  json = jsonObject;
 
   # The types nixpkgs' `cni-plugins` ships (containernetworking/plugins).
   referenceTypes = ["bandwidth" "dhcp" "firewall" "host-device" "ipvlan" "loopback" "macvlan" "portmap" "ptp" "sbr" "static" "tuning" "vlan" "vrf"];
@@ -49,11 +50,9 @@ in {
     plugins = mkOption {
       type = types.attrsOf (types.submodule ({name, ...}: {
         options = {
-          enable = mkOption {
-            type = types.bool;
-            default = true;
-            description = "Whether the bin dir provides CNI type `${name}`.";
-          };
+          enable =
+            lib.mkEnableOption "CNI type `${name}` in the bin dir"
+            // {default = true;};
           package = mkOption {
             type = types.package;
             description = "The package whose `bin/<program>` is linked into the bin dir as `${name}`.";
@@ -156,11 +155,9 @@ in {
         '';
       };
       portmap = {
-        enable = mkOption {
-          type = types.bool;
-          default = true;
-          description = "Whether to chain the `portmap` plugin (pods' `hostPort`) after the main plugin.";
-        };
+        enable =
+          lib.mkEnableOption "the `portmap` plugin (pods' `hostPort`), chained after the main plugin"
+          // {default = true;};
         settings = mkOption {
           type = json;
           default = {};

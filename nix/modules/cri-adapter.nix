@@ -10,6 +10,7 @@
 }: let
   inherit (lib) mkOption mkIf mkMerge mkDefault mkBefore mkForce mkOverride types literalExpression;
   render = import ../lib/render.nix;
+  inherit (import ../lib/types.nix {inherit lib pkgs;}) absolutePath;
   cfg = config.services.k8s.cri;
   cni = config.services.k8s.cni;
   where = "services.k8s.cri";
@@ -83,18 +84,18 @@ in {
   imports = [./cni.nix];
 
   options.services.k8s.cri = {
-    enable = mkOption {
-      type = types.bool;
-      default = false;
-      description = ''
-        Whether to run a CRI runtime for kubelet: nixpkgs'
-        `virtualisation.containerd` or `virtualisation.cri-o`, configured
-        through their `settings` to use {option}`services.k8s.cni.binDir` and
-        {option}`services.k8s.cni.confDir`, and a `k8s-cri-adapter` unit that
-        waits until the runtime answers and seeds images, ordered before
-        kubelet.
-      '';
-    };
+    enable =
+      lib.mkEnableOption ""
+      // {
+        description = ''
+          Whether to run a CRI runtime for kubelet: nixpkgs'
+          `virtualisation.containerd` or `virtualisation.cri-o`, configured
+          through their `settings` to use {option}`services.k8s.cni.binDir` and
+          {option}`services.k8s.cni.confDir`, and a `k8s-cri-adapter` unit that
+          waits until the runtime answers and seeds images, ordered before
+          kubelet.
+        '';
+      };
 
     runtime = mkOption {
       type = types.enum ["containerd" "cri-o"];
@@ -212,20 +213,21 @@ in {
     };
 
     serve = {
-      enable = mkOption {
-        type = types.bool;
-        default = false;
-        description = ''
-          Whether to run `cri-adapter serve`, a CRI passthrough on a stable
-          socket in front of the runtime; {option}`services.k8s.cri.endpoint`
-          (and so kubelet) then points at it. Clients must send `:authority
-          localhost` (kubelet 1.31 and later do; older kubelets do not). kubelet
-          recognises CRI-O by an endpoint ending in `run/crio/crio.sock`, so
-          serving in front of CRI-O changes how kubelet collects stats.
-        '';
-      };
+      enable =
+        lib.mkEnableOption ""
+        // {
+          description = ''
+            Whether to run `cri-adapter serve`, a CRI passthrough on a stable
+            socket in front of the runtime; {option}`services.k8s.cri.endpoint`
+            (and so kubelet) then points at it. Clients must send `:authority
+            localhost` (kubelet 1.31 and later do; older kubelets do not). kubelet
+            recognises CRI-O by an endpoint ending in `run/crio/crio.sock`, so
+            serving in front of CRI-O changes how kubelet collects stats.
+            kubelet then requires (not only wants) the serve unit.
+          '';
+        };
       socket = mkOption {
-        type = types.str;
+        type = absolutePath;
         default = "/run/k8s-shims/cri.sock";
         description = "The socket `cri-adapter serve` listens on.";
       };
@@ -264,10 +266,6 @@ in {
         {
           assertion = cni.plugins ? loopback && cni.plugins.loopback.enable;
           message = "${where}: the runtime execs the CNI `loopback` plugin for every pod; keep services.k8s.cni.plugins.loopback enabled.";
-        }
-        {
-          assertion = lib.hasPrefix "/" cfg.serve.socket;
-          message = "${where}.serve.socket \"${cfg.serve.socket}\" must be an absolute path.";
         }
         {
           assertion = isContainerd || (kubelet.seedDockerImages or []) == [];
@@ -381,8 +379,21 @@ in {
       services.kubernetes.kubelet.containerRuntimeEndpoint = mkDefault cfg.endpoint;
       # After nixpkgs' own `--pod-infra-container-image=pause`: the last one wins.
       services.kubernetes.kubelet.extraOpts = "--pod-infra-container-image=${pause.name}";
+      assertions = [
+        {
+          assertion = kubelet.containerRuntimeEndpoint == cfg.endpoint;
+          message = "${where}: services.kubernetes.kubelet.containerRuntimeEndpoint is \"${kubelet.containerRuntimeEndpoint}\", but this node's CRI endpoint is \"${cfg.endpoint}\" (services.k8s.cri.endpoint, ${
+            if cfg.serve.enable
+            then "cri-adapter serve in front of ${cfg.runtime}"
+            else cfg.runtime
+          }); remove your definition (the module sets it), or change services.k8s.cri.runtime / serve.";
+        }
+      ];
+      # kubelet's endpoint is the serve socket: without that unit kubelet
+      # has no runtime, so it is required, not only wanted.
       systemd.services.kubelet = {
         wants = units;
+        requires = lib.optional cfg.serve.enable "k8s-cri-adapter-serve.service";
         after = units;
       };
     })

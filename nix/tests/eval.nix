@@ -11,7 +11,7 @@
 # `module-eval` check and the Rust test both require it to be empty; the
 # Rust test checks `results` on its own too).
 {lib}: let
-  pkgs = import ./fake-pkgs.nix;
+  pkgs = import ./fake-pkgs.nix {inherit lib;};
   inherit (pkgs) drv;
   modules = {
     cni-host-local = ../modules/cni-host-local.nix;
@@ -244,7 +244,27 @@
         enable = true;
         ranges = [[{subnet = "10.1.2.0/33";} {subnet = "10.1.300.0/24";}] [{subnet = "10.1.3.7/24";}]];
         routes = [{dst = "default";}];
-        dataDir = "run/cni";
+      };
+    });
+    # Two definitions of a list (RFC 42 JSON settings): concatenated.
+    lists-merge = summary (eval [modules.default {services.k8s.cni.bridge.settings.dns.nameservers = ["10.96.0.11"];}] {
+      services.k8s.cni.host-local = hostLocal;
+      services.k8s.cni.bridge = {
+        enable = true;
+        settings.dns.nameservers = ["10.96.0.10"];
+      };
+      services.k8s.cni.network.extraPlugins = [{type = "tuning";}];
+    });
+    # bridge without IPAM: refused, unless it is an L2 bridge.
+    bad-bridge-no-ipam = failed (eval [modules.cni-bridge] {
+      services.k8s.cni.bridge.enable = true;
+    });
+    bridge-l2 = failed (eval [modules.cni-bridge] {
+      services.k8s.cni.bridge = {
+        enable = true;
+        isGateway = false;
+        isDefaultGateway = false;
+        ipMasq = false;
       };
     });
     bad-range = failed (eval [modules.cni-host-local] {
@@ -317,6 +337,42 @@
         .runtime
         true))
       .success;
+    bad-datadir-rejected =
+      !(builtins.tryEval (builtins.deepSeq
+        (eval [modules.cni-host-local] {
+          services.k8s.cni.host-local.dataDir = "run/cni";
+        })
+        .services
+        .k8s
+        .cni
+        .host-local
+        .dataDir
+        true))
+      .success;
+    bad-resolvconf-rejected =
+      !(builtins.tryEval (builtins.deepSeq
+        (eval [modules.cni-host-local] {
+          services.k8s.cni.host-local.resolvConf = "etc/resolv.conf";
+        })
+        .services
+        .k8s
+        .cni
+        .host-local
+        .resolvConf
+        true))
+      .success;
+    bad-socket-rejected =
+      !(builtins.tryEval (builtins.deepSeq
+        (eval [modules.cri-adapter] {
+          services.k8s.cri.serve.socket = "cri.sock";
+        })
+        .services
+        .k8s
+        .cri
+        .serve
+        .socket
+        true))
+      .success;
     bad-mtu-rejected =
       !(builtins.tryEval (builtins.deepSeq
         (eval [modules.cni-bridge] {
@@ -354,7 +410,29 @@
   c = cases;
   cniOf = k: c.${k}.containerd.settings.plugins."io.containerd.grpc.v1.cri".cni;
   failures = lib.concatLists [
-    (expect "host-local-alone: no conflist without a main plugin" (c.host-local-alone.conflist == null && c.host-local-alone.assertions == []))
+    (expect "host-local-alone: no conflist without a main plugin, and an assertion says so" (
+      c.host-local-alone.conflist
+      == null
+      && c.host-local-alone.assertions == ["services.k8s.cni.host-local.enable: host-local only renders the `ipam` object, and the network has no main plugin, so no conflist is written; enable services.k8s.cni.bridge (or set services.k8s.cni.network.main)."]
+    ))
+    (expect "bad-bridge-no-ipam" (c.bad-bridge-no-ipam == ["services.k8s.cni.bridge.enable: the bridge has no IPAM (services.k8s.cni.network.ipam is empty), so isGateway, isDefaultGateway and ipMasq have no address to work with; enable services.k8s.cni.host-local (or set services.k8s.cni.network.ipam), or for an L2 bridge set services.k8s.cni.bridge.isGateway, isDefaultGateway and ipMasq to false."]))
+    (expect "bridge-l2: an L2 bridge needs no IPAM" (c.bridge-l2 == []))
+    (expect "lists-merge: list definitions concatenate" (
+      let
+        b = builtins.head c.lists-merge.conflist.plugins;
+      in
+        c.lists-merge.assertions
+        == []
+        && lib.sort (a: b: a < b) b.dns.nameservers == ["10.96.0.10" "10.96.0.11"]
+        && map (p: p.type) c.lists-merge.conflist.plugins == ["bridge" "portmap" "tuning"]
+    ))
+    (expect "paths are typed: relative dataDir, resolvConf, serve.socket rejected" (c.bad-datadir-rejected && c.bad-resolvconf-rejected && c.bad-socket-rejected))
+    (expect "crio-node: kubelet requires the serve unit (its endpoint)" (c.crio-node.services.kubelet.requires == ["k8s-cri-adapter-serve.service"]))
+    (expect "containerd-node: no serve, nothing required" (c.containerd-node.services.kubelet.requires == []))
+    (expect "user-override: a user-set kubelet endpoint that is not ours is refused" (
+      c.user-override.assertions
+      == ["services.k8s.cri: services.kubernetes.kubelet.containerRuntimeEndpoint is \"unix:///run/other.sock\", but this node's CRI endpoint is \"unix:///run/containerd/containerd.sock\" (services.k8s.cri.endpoint, containerd); remove your definition (the module sets it), or change services.k8s.cri.runtime / serve."]
+    ))
     (expect "bridge-alone: conflist with the given ipam" (c.bridge-alone.conflist != null && (builtins.head c.bridge-alone.conflist.plugins).ipam == {type = "dhcp";}))
     (expect "cri-alone: containerd on, assertions pass" (c.cri-alone.containerd.enable && c.cri-alone.assertions == []))
     (expect "cri-alone: no conflist, so wait does not require NetworkReady" (lib.hasSuffix " --no-network" (builtins.head c.cri-alone.services.k8s-cri-adapter.ExecStart)))
@@ -444,7 +522,6 @@
       && hasMsg "range set 0, range 1: subnet \"10.1.300.0/24\" is not a valid CIDR" c.bad-cidr
       && hasMsg "range set 1, range 0: subnet 10.1.3.7/24 has host bits set; the network address for a /24 is 10.1.3.0/24" c.bad-cidr
       && hasMsg "routes: route 0: dst \"default\" is not a valid CIDR" c.bad-cidr
-      && hasMsg "dataDir \"run/cni\" must be an absolute path" c.bad-cidr
     ))
     (expect "bad-range" (hasMsg "rangeStart 10.1.1.10 is not in subnet 10.1.0.0/24" c.bad-range && hasMsg "gateway 10.0.0.1 is IPv4 but subnet fd00::/64 is IPv6" c.bad-range))
     (expect "bad-bridge" (hasMsg "hairpinMode and promiscMode cannot both be true" c.bad-bridge && hasMsg "vlanTrunk: each entry needs" c.bad-bridge))

@@ -1,6 +1,16 @@
 # The few packages the modules use, as fake derivations (they pass
-# types.package; nothing is built).
-let
+# types.package; nothing is built), and pkgs.formats.json with the type
+# nixpkgs declares for it (a JSON value: null, bool, int, float, string,
+# path, or attribute sets and lists of JSON values; lists concatenate and
+# attribute sets merge across definitions).
+{lib}: let
+  inherit (lib) types;
+  jsonValue = let
+    v =
+      types.nullOr (types.oneOf [types.bool types.int types.float types.str types.path (types.attrsOf v) (types.listOf v)])
+      // {description = "JSON value";};
+  in
+    v;
   drv = name: {
     type = "derivation";
     inherit name;
@@ -8,6 +18,11 @@ let
   };
 in {
   inherit drv;
+  formats.json = {}: {
+    type = jsonValue;
+    # Keeps the value, so the tests can read what would be written.
+    generate = name: value: drv name // {inherit value;};
+  };
   cni-plugins = drv "cni-plugins-1.6.2";
   cni-plugin-flannel = drv "cni-plugin-flannel-1.6.2";
   iptables = drv "iptables-1.8.11";

@@ -6,7 +6,7 @@
 #   nix-instantiate --eval --strict --json --store dummy:// nix/tests/flake-eval.nix \
 #     --arg lib 'import <nixpkgs lib dir>'
 {lib}: let
-  fake = import ./fake-pkgs.nix;
+  fake = import ./fake-pkgs.nix {inherit lib;};
   inherit (fake) drv;
   systems = ["x86_64-linux" "aarch64-linux"];
 

@@ -7,7 +7,7 @@
 # scripts/nix-options-doc writes it into README.md; the module-evaluation
 # test fails when the README's copy differs.
 {lib}: let
-  pkgs = import ./fake-pkgs.nix;
+  pkgs = import ./fake-pkgs.nix {inherit lib;};
   options =
     (lib.evalModules {
       modules = [./stubs.nix ../modules/default.nix];
