@@ -756,6 +756,23 @@ fn modules_evaluate_with_nixpkgs_lib() {
     ] {
         assert_eq!(r[k], true, "{k}");
     }
+    // Cluster coherence: nixpkgs' roles next to our network.
+    let roles = msgs("roles-default");
+    assert!(
+        roles.contains(
+            r#"subnet 10.244.1.0/24 is outside services.kubernetes.clusterCidr \"10.1.0.0/16\""#
+        ),
+        "{roles}"
+    );
+    assert!(
+        roles.contains("set services.kubernetes.flannel.enable = false"),
+        "{roles}"
+    );
+    assert_eq!(r["roles-coherent"]["assertions"], json!([]));
+    assert_eq!(r["kubelet-outside-cidr"]["assertions"], json!([]));
+    assert!(r["kubelet-outside-cidr"]["warnings"]
+        .to_string()
+        .contains("is outside services.kubernetes.clusterCidr"));
     let ns = &r["lists-merge"]["conflist"]["plugins"][0]["dns"]["nameservers"];
     assert_eq!(ns.as_array().unwrap().len(), 2, "{ns}");
     assert_eq!(

@@ -12,6 +12,28 @@
   cfg = config.services.k8s.cni.host-local;
   where = "services.k8s.cni.host-local";
 
+  # nixpkgs' kubernetes modules: kube-proxy and the controller-manager use
+  # clusterCidr (comma-separated for dual stack) as the pod network.
+  top = config.services.kubernetes or {};
+  clusterCidrs =
+    if (top.clusterCidr or null) == null
+    then []
+    else lib.filter (x: x != "") (map (x: lib.concatStrings (lib.splitString " " x)) (lib.splitString "," top.clusterCidr));
+  usesClusterCidr = (top.proxy.enable or false) || (top.controllerManager.enable or false);
+  kubeletOnly = !usesClusterCidr && (top.kubelet.enable or false);
+  outsideCluster = lib.concatLists (lib.imap0 (i: set:
+    lib.concatLists (lib.imap0 (j: r: let
+      same = lib.filter (c: render.cidr.cidrFamily c == render.cidr.cidrFamily r.subnet) clusterCidrs;
+    in
+      lib.optional (same != [] && render.cidr.cidrFamily r.subnet != null && !(lib.any (render.cidr.cidrWithin r.subnet) same))
+      "${where}.ranges: range set ${toString i}, range ${toString j}: subnet ${r.subnet} is outside services.kubernetes.clusterCidr \"${top.clusterCidr}\", the pod network kube-proxy and the controller-manager use; set services.kubernetes.clusterCidr to a prefix that holds every node's ranges (e.g. \"${
+        if render.cidr.cidrFamily r.subnet == 4
+        then "10.244.0.0/16"
+        else "fd00:10:244::/56"
+      }\"), or pick ranges inside it.")
+    set))
+  ranges);
+
   plain = list: map (lib.filterAttrs (n: _: n != "_module")) list;
   ranges = map plain cfg.ranges;
   routes = plain cfg.routes;
@@ -146,6 +168,9 @@ in {
 
   config = mkIf cfg.enable {
     services.k8s.cni.network.ipam = mkDefault cfg.ipam;
+    # nixpkgs' kubelet alone does not use clusterCidr, the cluster's
+    # controller-manager (elsewhere) does: a warning.
+    warnings = lib.optionals kubeletOnly outsideCluster;
 
     assertions = let
       problems =
@@ -165,6 +190,10 @@ in {
       })
       problems
       ++ [
+        {
+          assertion = !usesClusterCidr || outsideCluster == [];
+          message = lib.concatStringsSep "\n" outsideCluster;
+        }
         {
           assertion = config.services.k8s.cni.network.main != null;
           message = "${where}.enable: host-local only renders the `ipam` object, and the network has no main plugin, so no conflist is written; enable services.k8s.cni.bridge (or set services.k8s.cni.network.main).";

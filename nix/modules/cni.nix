@@ -217,6 +217,10 @@ in {
 
       assertions = [
         {
+          assertion = !(config.services.kubernetes.flannel.enable or false);
+          message = "services.k8s.cni.network: services.kubernetes.flannel.enable is on (services.kubernetes.roles turns it on at mkDefault) next to our conflist: flannel would route its own subnets of services.kubernetes.clusterCidr while our host-local hands out other addresses, and the 11-flannel.conf kubelet writes is not read by the runtime; set services.kubernetes.flannel.enable = false and route pod traffic between nodes otherwise (services.k8s.cni.routes for static host-gw routes).";
+        }
+        {
           assertion = missingTypes == [];
           message = "services.k8s.cni.network: the conflist uses CNI type(s) ${lib.concatStringsSep ", " missingTypes}, which the bin dir does not provide; set services.k8s.cni.plugins.<type>.package (and enable) for each.";
         }

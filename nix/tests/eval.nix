@@ -104,6 +104,7 @@
         seedImages = [(drv "pause-image.tar.gz")];
       };
       services.kubernetes.kubelet.enable = true;
+      services.kubernetes.clusterCidr = "10.244.0.0/16";
     });
 
     # A CRI-O node: the reference bridge + our host-local, serve on.
@@ -197,6 +198,32 @@
 
     # containerd 2.x layout: our keys in the version 3 places, the file
     # says version 3; nixpkgs' kubelet's version-2 keys are warned about.
+    # nixpkgs' roles with our network: flannel must go, clusterCidr must
+    # hold our ranges.
+    roles-default = failed (eval [modules.default] {
+      services.kubernetes.roles = ["master" "node"];
+      services.k8s.cni.host-local = hostLocal;
+      services.k8s.cni.bridge.enable = true;
+      services.k8s.cri.enable = true;
+    });
+    roles-coherent = summary (eval [modules.default] {
+      services.kubernetes = {
+        roles = ["master" "node"];
+        flannel.enable = false;
+        clusterCidr = "10.244.0.0/16,fd00:10:244::/56";
+      };
+      services.k8s.cni.host-local = hostLocal // {ranges = hostLocal.ranges ++ [[{subnet = "fd00:10:244:1::/64";}]];};
+      services.k8s.cni.bridge.enable = true;
+      services.k8s.cri.enable = true;
+    });
+    # nixpkgs' kubelet alone: the controller-manager is elsewhere, a warning.
+    kubelet-outside-cidr = summary (eval [modules.default] {
+      services.kubernetes.kubelet.enable = true;
+      services.k8s.cni.host-local = hostLocal;
+      services.k8s.cni.bridge.enable = true;
+      services.k8s.cri.enable = true;
+    });
+
     containerd-v3 = summary (eval [modules.cri-adapter] {
       services.k8s.cri = {
         enable = true;
@@ -513,6 +540,15 @@
       && hasMsg "sets sandbox_image, containerd, which a version 3 config no longer reads there" c.containerd-v3-nixpkgs-kubelet.warnings
     ))
     (expect "containerd-node: file version 2, no warning" (c.containerd-node.containerd.settings.version == 2 && c.containerd-node.warnings == []))
+    (expect "roles-default: flannel and clusterCidr refused, with the fix" (
+      lib.sort (a: b: a < b) c.roles-default
+      == [
+        "services.k8s.cni.host-local.ranges: range set 0, range 0: subnet 10.244.1.0/24 is outside services.kubernetes.clusterCidr \"10.1.0.0/16\", the pod network kube-proxy and the controller-manager use; set services.kubernetes.clusterCidr to a prefix that holds every node's ranges (e.g. \"10.244.0.0/16\"), or pick ranges inside it."
+        "services.k8s.cni.network: services.kubernetes.flannel.enable is on (services.kubernetes.roles turns it on at mkDefault) next to our conflist: flannel would route its own subnets of services.kubernetes.clusterCidr while our host-local hands out other addresses, and the 11-flannel.conf kubelet writes is not read by the runtime; set services.kubernetes.flannel.enable = false and route pod traffic between nodes otherwise (services.k8s.cni.routes for static host-gw routes)."
+      ]
+    ))
+    (expect "roles-coherent: dual-stack clusterCidr holding both range sets, flannel off" (c.roles-coherent.assertions == [] && c.roles-coherent.warnings == []))
+    (expect "kubelet-outside-cidr: a warning, not an assertion" (c.kubelet-outside-cidr.assertions == [] && hasMsg "subnet 10.244.1.0/24 is outside services.kubernetes.clusterCidr" c.kubelet-outside-cidr.warnings))
     (expect "bad-v3-file-v2" (c.bad-v3-file-v2 == ["services.k8s.cri.containerd.configVersion = 3, but containerd's config file says version = 2 (nixpkgs' containerd module writes 2), so containerd would ignore our `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images` keys and use /opt/cni/bin and /etc/cni/net.d: keep services.k8s.cri.containerd.configVersion = 2 (containerd 2.x migrates it), or also set virtualisation.containerd.settings.version = lib.mkForce 3."]))
     (expect "bad-v2-file-v3" (c.bad-v2-file-v3 == ["services.k8s.cri.containerd.configVersion = 2, but containerd's config file says version = 3, so containerd would ignore our `io.containerd.grpc.v1.cri` keys: set services.k8s.cri.containerd.configVersion = 3."]))
     (expect "bad-v3-old-containerd" (c.bad-v3-old-containerd == ["services.k8s.cri.containerd.configVersion = 3 needs containerd 2.0 or later, but pkgs.containerd is 1.7.27: set services.k8s.cri.containerd.configVersion = 2."]))

@@ -109,6 +109,26 @@ in {
         default = {};
       };
     };
+    services.kubernetes.roles = mkOption {
+      type = types.listOf (types.enum ["master" "node"]);
+      default = [];
+    };
+    services.kubernetes.clusterCidr = mkOption {
+      type = types.nullOr types.str;
+      default = "10.1.0.0/16";
+    };
+    services.kubernetes.flannel.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    services.kubernetes.proxy.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    services.kubernetes.controllerManager.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
     services.kubernetes.package = mkOption {
       type = types.package;
       default = pkgs.kubernetes;
@@ -159,6 +179,19 @@ in {
       virtualisation.cri-o.settings.crio.network.plugin_dirs = ["${pkgs.cni-plugins}/bin"];
       environment.etc."cni/net.d/10-crio-bridge.conflist".text = "{}";
       environment.etc."cni/net.d/99-loopback.conflist".text = "{}";
+    })
+    # nixpkgs' kubernetes default.nix: roles.
+    (mkIf (builtins.elem "master" k8s.roles) {
+      services.kubernetes.controllerManager.enable = mkDefault true;
+      services.kubernetes.proxy.enable = mkDefault true;
+      services.kubernetes.kubelet.enable = mkDefault true;
+    })
+    (mkIf (builtins.elem "node" k8s.roles) {
+      services.kubernetes.proxy.enable = mkDefault true;
+      services.kubernetes.kubelet.enable = mkDefault true;
+    })
+    (mkIf (k8s.roles != []) {
+      services.kubernetes.flannel.enable = mkDefault true;
     })
     # nixpkgs' kubernetes modules, for a kubelet node: default.nix (the
     # containerd defaults, the DNS addon on), kubelet.nix (its pause
