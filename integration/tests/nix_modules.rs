@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use integration::netns::{run_with_timeout, with_prev, Host, Impl, Pod};
+use integration::netns::{run_with_timeout, veth_between, with_prev, Host, Impl, Netns, Pod};
 use integration::{workspace_root, Output, Store, PATH};
 use serde_json::{json, Value};
 
@@ -507,6 +507,117 @@ fn nix_rendered_conflist_gives_a_working_pod_network() {
 fn nix_rendered_conflist_with_the_reference_bridge_and_our_host_local() {
     // The CRI-O example node: the reference bridge and our host-local.
     pod_network_from_nix_conflist(&Impl::ref_bridge_ours_ipam());
+}
+
+/// Static host-gw routing as `services.k8s.cni.routes` renders it
+/// (`hostGwRouteCommands`, the argv lists of `k8s-cni-routes.service`):
+/// three nodes on one switch, each with a Nix-rendered conflist (bridge +
+/// host-local, the module's defaults) and Nix-rendered routes to the other
+/// two; a pod on node 1 reaches the pods on nodes 2 and 3, and the `down`
+/// commands remove the routes again. Uses the reference plugins (what is
+/// under test is the routing the Nix side renders; the conflist tests
+/// above run our plugins).
+#[test]
+fn nix_rendered_host_gw_routes_connect_three_nodes() {
+    let r = render_nix();
+    let switch = Netns::new("nixsw");
+    switch.ip(&["link", "add", "sw", "type", "bridge"]);
+    switch.ip(&["link", "set", "sw", "up"]);
+    let imp = Impl::reference();
+    let nodes: Vec<Host> = (1..=3).map(|_| Host::new(&imp)).collect();
+    let addr = |n: usize| format!("172.31.0.{n}");
+    let mut downs = Vec::new();
+    let mut pods = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let n = i + 1;
+        let port = format!("q{n}");
+        veth_between(
+            &node.ns,
+            "uplink",
+            Some(&format!("{}/24", addr(n))),
+            &switch,
+            &port,
+            None,
+        );
+        switch.ip(&["link", "set", &port, "master", "sw"]);
+        let others: Vec<String> = (1..=3)
+            .filter(|m| *m != n)
+            .map(|m| {
+                format!(
+                    r#"{{ address = "{}"; podCIDR = "10.245.{m}.0/24"; }}"#,
+                    addr(m)
+                )
+            })
+            .collect();
+        let v = eval_json(
+            &format!(
+                r#"{{ dataDir }}: let r = import {r}; in {{
+                  routes = r.hostGwRouteCommands {{ ip = "ip"; nodes = [ {} ]; }};
+                  conflist = r.conflist {{
+                    name = "hostgw";
+                    plugins = [ (r.bridgePlugin {{
+                      bridge = "hgw0"; isGateway = true; isDefaultGateway = true; ipMasq = true; hairpinMode = true;
+                      ipam = r.hostLocalIpam {{ ranges = [ [ {{ subnet = "10.245.{n}.0/24"; }} ] ]; inherit dataDir; }};
+                    }}) ];
+                  }};
+                }}"#,
+                others.join(" ")
+            ),
+            &["--argstr", "dataDir", node.data_dir().to_str().unwrap()],
+        );
+        let argv = |c: &Value| -> Vec<String> {
+            let a: Vec<String> = c
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(a[0], "ip", "{a:?}");
+            a[1..].to_vec()
+        };
+        let up = v["routes"]["up"].as_array().unwrap();
+        assert_eq!(up.len(), 2, "{v}");
+        for c in up {
+            let a = argv(c);
+            node.ns
+                .ip(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+        downs.push(
+            v["routes"]["down"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(argv)
+                .collect::<Vec<_>>(),
+        );
+        let list = &v["conflist"];
+        let mut conf = list["plugins"][0].clone();
+        conf["name"] = list["name"].clone();
+        conf["cniVersion"] = list["cniVersion"].clone();
+        let pod = Pod::new(&format!("hgw{n}"));
+        let res = node.must_add(&conf, &pod);
+        assert!(
+            pod.addr(false).starts_with(&format!("10.245.{n}.")),
+            "{:?}",
+            pod.addrs()
+        );
+        pods.push((pod, conf, res));
+    }
+    let (p1, p2, p3) = (&pods[0].0, &pods[1].0, &pods[2].0);
+    p1.ns.assert_reaches(&p2.addr(false));
+    p1.ns.assert_reaches(&p3.addr(false));
+    p3.ns.assert_reaches(&p1.addr(false));
+    // The unit's ExecStop: routes gone, so is the traffic.
+    for (node, down) in nodes.iter().zip(&downs) {
+        for a in down {
+            node.ns
+                .ip(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+    }
+    p1.ns.assert_unreachable(&p3.addr(false));
+    for ((pod, conf, res), node) in pods.iter().zip(&nodes) {
+        node.must_del(&with_prev(conf, res), pod);
+    }
 }
 
 // ---------------------------------------------------------------------------

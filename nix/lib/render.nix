@@ -5,7 +5,7 @@
 let
   cidr = import ./cidr.nix;
 
-  inherit (builtins) attrNames filter foldl' isAttrs listToAttrs removeAttrs;
+  inherit (builtins) attrNames concatMap elemAt filter foldl' genList isAttrs length listToAttrs removeAttrs;
 
   # Drops the attributes whose value is null (null means "leave the key out,
   # the plugin's own default applies").
@@ -222,6 +222,49 @@ in rec {
     else if runtime == "cri-o"
     then crioSettings {inherit binDir confDir;}
     else throw "unknown runtime ${runtime} (expected \"containerd\" or \"cri-o\")";
+
+  # Static host-gw routing: one route per other node, its pod CIDR via its
+  # address on the shared link. { up; down; } are `ip` argv lists.
+  hostGwRouteCommands = {
+    ip,
+    nodes,
+  }: {
+    up = map (n: [ip "route" "replace" n.podCIDR "via" n.address]) nodes;
+    down = map (n: [ip "route" "del" n.podCIDR "via" n.address]) nodes;
+  };
+
+  # Problems of a host-gw node list ([{ name; address; podCIDR; }]), with
+  # `own` the CIDRs this node hands out itself.
+  hostGwProblems = {
+    where,
+    nodes,
+    own ? [],
+  }: let
+    bad = n: msg: "${where}.${n.name}: ${msg}";
+    one = n:
+      if cidr.parseIp n.address == null
+      then [(bad n "address \"${n.address}\" is not an IP address")]
+      else if cidr.parseCidr n.podCIDR == null
+      then [(bad n "podCIDR \"${n.podCIDR}\" is not a valid CIDR")]
+      else if (cidr.parseIp n.address).family != cidr.cidrFamily n.podCIDR
+      then [(bad n "address ${n.address} and podCIDR ${n.podCIDR} are of different IP families (a route needs a next hop of its own family)")]
+      else
+        filter (m: m != null) (map (o:
+          if cidr.cidrsOverlap n.podCIDR o
+          then bad n "podCIDR ${n.podCIDR} overlaps this node's own range ${o} (services.k8s.cni.host-local.ranges); list only the other nodes"
+          else null)
+        own);
+    pairs = concatMap (i: map (j: [i j]) (genList (x: x) i)) (genList (x: x) (length nodes));
+    clashes = concatMap (p: let
+      a = elemAt nodes (elemAt p 1);
+      b = elemAt nodes (elemAt p 0);
+    in
+      if cidr.cidrsOverlap a.podCIDR b.podCIDR
+      then ["${where}: nodes ${a.name} and ${b.name} have overlapping podCIDRs (${a.podCIDR}, ${b.podCIDR})"]
+      else [])
+    pairs;
+  in
+    concatMap one nodes ++ clashes;
 
   # Command lines of the cri-adapter unit (argv lists).
   criAdapterCommands = {

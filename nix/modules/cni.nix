@@ -37,6 +37,16 @@
           ++ net.extraPlugins;
       };
   fileName = render.conflistFileName {inherit (net) priority name;};
+
+  routeNodes = lib.mapAttrsToList (name: n: {
+    inherit name;
+    inherit (n) address podCIDR;
+  }) (lib.filterAttrs (_: n: n.enable) cfg.routes);
+  routeCommands = render.hostGwRouteCommands {
+    ip = "${pkgs.iproute2}/bin/ip";
+    nodes = routeNodes;
+  };
+  ownRanges = lib.concatMap (map (r: r.subnet)) (config.services.k8s.cni.host-local.ranges or []);
   missingTypes =
     if conflist == null
     then []
@@ -113,6 +123,44 @@ in {
         `/etc/cni/net.d`: nixpkgs' kubelet module owns that whole directory
         and CRI-O's module puts its own conflists there, so the CRI module
         points the runtime here instead.
+      '';
+    };
+
+    routes = mkOption {
+      type = types.attrsOf (types.submodule {
+        options = {
+          enable =
+            lib.mkEnableOption "the route to this node"
+            // {default = true;};
+          address = mkOption {
+            type = types.str;
+            example = "192.168.1.12";
+            description = "The node's address on the link this node shares with it: the next hop for its pods.";
+          };
+          podCIDR = mkOption {
+            type = types.str;
+            example = "10.244.2.0/24";
+            description = "The pod range of that node (its host-local ranges); same IP family as `address`.";
+          };
+        };
+      });
+      default = {};
+      example = literalExpression ''
+        {
+          node2 = { address = "192.168.1.12"; podCIDR = "10.244.2.0/24"; };
+          node3 = { address = "192.168.1.13"; podCIDR = "10.244.3.0/24"; };
+          node3-v6 = { address = "fd00:1::13"; podCIDR = "fd00:10:244:3::/64"; };
+        }
+      '';
+      description = ''
+        Static host-gw routing, no daemon and no overlay: the other nodes of
+        the cluster, each with its address on a link shared with this node
+        and its pod range. `k8s-cni-routes.service` installs one route per
+        node (`ip route replace <podCIDR> via <address>`) before kubelet and
+        the runtime start, and removes them when stopped. All nodes must be
+        on one L2 segment (a next hop must be directly reachable). Checked:
+        addresses and CIDRs parse, families agree, no podCIDR overlaps
+        another or this node's own host-local ranges.
       '';
     };
 
@@ -204,6 +252,31 @@ in {
   };
 
   config = lib.mkMerge [
+    (mkIf (routeNodes != []) {
+      assertions =
+        map (message: {
+          assertion = false;
+          inherit message;
+        }) (render.hostGwProblems {
+          where = "services.k8s.cni.routes";
+          nodes = routeNodes;
+          own = ownRanges;
+        });
+      systemd.services.k8s-cni-routes = {
+        description = "k8s-shims: static routes to the other nodes' pods (host-gw)";
+        wantedBy = ["multi-user.target"];
+        wants = ["network-online.target"];
+        after = ["network-online.target"];
+        before = ["kubelet.service" "containerd.service" "crio.service"];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = map lib.escapeShellArgs routeCommands.up;
+          # `-` : a route already gone is no failure.
+          ExecStop = map (c: "-" + lib.escapeShellArgs c) routeCommands.down;
+        };
+      };
+    })
     {
       services.k8s.cni.plugins =
         lib.genAttrs referenceTypes (_: {package = mkDefault pkgs.cni-plugins;})

@@ -64,7 +64,8 @@
     services = lib.mapAttrs (_: s: {
       inherit (s) after before wants requires wantedBy path;
       ExecStart = s.serviceConfig.ExecStart or null;
-    }) (lib.filterAttrs (n: _: lib.hasPrefix "k8s-cri-adapter" n || n == "kubelet" || n == "containerd" || n == "crio") cfg.systemd.services);
+      ExecStop = s.serviceConfig.ExecStop or null;
+    }) (lib.filterAttrs (n: _: lib.hasPrefix "k8s-" n || n == "kubelet" || n == "containerd" || n == "crio") cfg.systemd.services);
     endpoint =
       if c ? cri
       then c.cri.endpoint
@@ -215,6 +216,55 @@
       services.k8s.cni.host-local = hostLocal // {ranges = hostLocal.ranges ++ [[{subnet = "fd00:10:244:1::/64";}]];};
       services.k8s.cni.bridge.enable = true;
       services.k8s.cri.enable = true;
+    });
+    # roles + our network, pod traffic between nodes by static host-gw
+    # routes (no flannel).
+    host-gw = summary (eval [modules.default] {
+      services.kubernetes = {
+        roles = ["master" "node"];
+        flannel.enable = false;
+        clusterCidr = "10.244.0.0/16";
+      };
+      services.k8s.cni.host-local = hostLocal;
+      services.k8s.cni.bridge.enable = true;
+      services.k8s.cri.enable = true;
+      services.k8s.cni.routes = {
+        node2 = {
+          address = "192.168.1.12";
+          podCIDR = "10.244.2.0/24";
+        };
+        node3 = {
+          address = "192.168.1.13";
+          podCIDR = "10.244.3.0/24";
+        };
+        gone = {
+          enable = false;
+          address = "192.168.1.14";
+          podCIDR = "10.244.4.0/24";
+        };
+      };
+    });
+    bad-routes = failed (eval [modules.default] {
+      services.k8s.cni.host-local = hostLocal;
+      services.k8s.cni.bridge.enable = true;
+      services.k8s.cni.routes = {
+        self = {
+          address = "192.168.1.11";
+          podCIDR = "10.244.1.0/24";
+        };
+        v6 = {
+          address = "fd00::12";
+          podCIDR = "10.244.2.0/24";
+        };
+        a = {
+          address = "192.168.1.13";
+          podCIDR = "10.244.3.0/24";
+        };
+        b = {
+          address = "192.168.1.14";
+          podCIDR = "10.244.3.128/25";
+        };
+      };
     });
     # nixpkgs' kubelet alone: the controller-manager is elsewhere, a warning.
     kubelet-outside-cidr = summary (eval [modules.default] {
@@ -549,6 +599,28 @@
     ))
     (expect "roles-coherent: dual-stack clusterCidr holding both range sets, flannel off" (c.roles-coherent.assertions == [] && c.roles-coherent.warnings == []))
     (expect "kubelet-outside-cidr: a warning, not an assertion" (c.kubelet-outside-cidr.assertions == [] && hasMsg "subnet 10.244.1.0/24 is outside services.kubernetes.clusterCidr" c.kubelet-outside-cidr.warnings))
+    (expect "host-gw: evaluates; one route per enabled node, before kubelet and the runtime" (
+      let
+        u = c.host-gw.services.k8s-cni-routes;
+        ip = "${pkgs.iproute2}/bin/ip";
+      in
+        c.host-gw.assertions
+        == []
+        && u.ExecStart == ["${ip} route replace 10.244.2.0/24 via 192.168.1.12" "${ip} route replace 10.244.3.0/24 via 192.168.1.13"]
+        && u.ExecStop == ["-${ip} route del 10.244.2.0/24 via 192.168.1.12" "-${ip} route del 10.244.3.0/24 via 192.168.1.13"]
+        && builtins.elem "kubelet.service" u.before
+        && builtins.elem "containerd.service" u.before
+        && u.wantedBy == ["multi-user.target"]
+    ))
+    (expect "no routes, no unit" (!(c.containerd-node.services ? k8s-cni-routes)))
+    (expect "bad-routes" (
+      lib.sort (a: b: a < b) c.bad-routes
+      == [
+        "services.k8s.cni.routes.self: podCIDR 10.244.1.0/24 overlaps this node's own range 10.244.1.0/24 (services.k8s.cni.host-local.ranges); list only the other nodes"
+        "services.k8s.cni.routes.v6: address fd00::12 and podCIDR 10.244.2.0/24 are of different IP families (a route needs a next hop of its own family)"
+        "services.k8s.cni.routes: nodes a and b have overlapping podCIDRs (10.244.3.0/24, 10.244.3.128/25)"
+      ]
+    ))
     (expect "bad-v3-file-v2" (c.bad-v3-file-v2 == ["services.k8s.cri.containerd.configVersion = 3, but containerd's config file says version = 2 (nixpkgs' containerd module writes 2), so containerd would ignore our `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images` keys and use /opt/cni/bin and /etc/cni/net.d: keep services.k8s.cri.containerd.configVersion = 2 (containerd 2.x migrates it), or also set virtualisation.containerd.settings.version = lib.mkForce 3."]))
     (expect "bad-v2-file-v3" (c.bad-v2-file-v3 == ["services.k8s.cri.containerd.configVersion = 2, but containerd's config file says version = 3, so containerd would ignore our `io.containerd.grpc.v1.cri` keys: set services.k8s.cri.containerd.configVersion = 3."]))
     (expect "bad-v3-old-containerd" (c.bad-v3-old-containerd == ["services.k8s.cri.containerd.configVersion = 3 needs containerd 2.0 or later, but pkgs.containerd is 1.7.27: set services.k8s.cri.containerd.configVersion = 2."]))

@@ -28,6 +28,7 @@ in {
   iptables = drv "iptables-1.8.11";
   nftables = drv "nftables-1.1.1";
   skopeo = drv "skopeo-1.18.0";
+  iproute2 = drv "iproute2-6.13.0";
   kubernetes = drv "kubernetes-1.34.1" // {pause = drv "kubernetes-1.34.1-pause";};
   containerd = drv "containerd-2.1.4" // {version = "2.1.4";};
   # Keep their arguments, so the tests can read the image's name.
