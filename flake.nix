@@ -53,6 +53,7 @@
       cni-host-local = module (import ./nix/modules/cni-host-local.nix);
       cni-bridge = module (import ./nix/modules/cni-bridge.nix);
       cri-adapter = module (import ./nix/modules/cri-adapter.nix);
+      kubelet = module (import ./nix/modules/kubelet.nix);
       default = module (import ./nix/modules/default.nix);
     };
 

@@ -712,7 +712,13 @@ fn flake_outputs_evaluate_with_nixpkgs_lib() {
     let r = &v["results"];
     assert_eq!(
         r["nixosModules"],
-        json!(["cni-bridge", "cni-host-local", "cri-adapter", "default"])
+        json!([
+            "cni-bridge",
+            "cni-host-local",
+            "cri-adapter",
+            "default",
+            "kubelet"
+        ])
     );
     assert_eq!(
         r["packages"],
@@ -867,6 +873,24 @@ fn modules_evaluate_with_nixpkgs_lib() {
     ] {
         assert_eq!(r[k], true, "{k}");
     }
+    // Our kubelet: the rendered KubeletConfiguration uses only fields of
+    // kubelet.config.k8s.io/v1beta1, with their types.
+    for k in ["kubelet-containerd", "kubelet-crio-pinned"] {
+        let kc = &r[k]["kubeletConfig"];
+        assert_eq!(r[k]["assertions"], json!([]), "{k}");
+        check_kubelet_configuration(kc);
+    }
+    let pinned = &r["kubelet-crio-pinned"];
+    assert!(pinned["services"]["kubelet"]["ExecStart"]
+        .as_str()
+        .unwrap()
+        .contains("-kubernetes-1.31.9/bin/kubelet '--config="));
+    assert_eq!(
+        pinned["kubeletConfig"]["containerRuntimeEndpoint"],
+        "unix:///run/k8s-shims/cri.sock"
+    );
+    assert!(msgs("bad-kubelet").contains("both define kubelet.service"));
+
     // Cluster coherence: nixpkgs' roles next to our network.
     let roles = msgs("roles-default");
     assert!(
@@ -981,4 +1005,175 @@ fn containerd_reads_the_rendered_config() {
 
 fn msgs_of(r: &Value, k: &str) -> String {
     r[k].to_string()
+}
+
+/// The fields of KubeletConfiguration (kubelet.config.k8s.io/v1beta1, as of
+/// Kubernetes 1.33) and, for the ones the module renders itself, their JSON
+/// types: a misspelt or mistyped field is refused here as kubelet's strict
+/// decoding would refuse it.
+fn check_kubelet_configuration(kc: &Value) {
+    const FIELDS: &[&str] = &[
+        "apiVersion",
+        "kind",
+        "enableServer",
+        "staticPodPath",
+        "podLogsDir",
+        "syncFrequency",
+        "fileCheckFrequency",
+        "httpCheckFrequency",
+        "staticPodURL",
+        "staticPodURLHeader",
+        "address",
+        "port",
+        "readOnlyPort",
+        "tlsCertFile",
+        "tlsPrivateKeyFile",
+        "tlsCipherSuites",
+        "tlsMinVersion",
+        "rotateCertificates",
+        "serverTLSBootstrap",
+        "authentication",
+        "authorization",
+        "registryPullQPS",
+        "registryBurst",
+        "imagePullCredentialsVerificationPolicy",
+        "preloadedImagesVerificationAllowlist",
+        "eventRecordQPS",
+        "eventBurst",
+        "enableDebuggingHandlers",
+        "enableContentionProfiling",
+        "healthzPort",
+        "healthzBindAddress",
+        "oomScoreAdj",
+        "clusterDomain",
+        "clusterDNS",
+        "streamingConnectionIdleTimeout",
+        "nodeStatusUpdateFrequency",
+        "nodeStatusReportFrequency",
+        "nodeLeaseDurationSeconds",
+        "imageMinimumGCAge",
+        "imageMaximumGCAge",
+        "imageGCHighThresholdPercent",
+        "imageGCLowThresholdPercent",
+        "volumeStatsAggPeriod",
+        "kubeletCgroups",
+        "systemCgroups",
+        "cgroupRoot",
+        "cgroupsPerQOS",
+        "cgroupDriver",
+        "cpuManagerPolicy",
+        "singleProcessOOMKill",
+        "cpuManagerPolicyOptions",
+        "cpuManagerReconcilePeriod",
+        "memoryManagerPolicy",
+        "topologyManagerPolicy",
+        "topologyManagerScope",
+        "topologyManagerPolicyOptions",
+        "qosReserved",
+        "runtimeRequestTimeout",
+        "hairpinMode",
+        "maxPods",
+        "podCIDR",
+        "podPidsLimit",
+        "resolvConf",
+        "runOnce",
+        "cpuCFSQuota",
+        "cpuCFSQuotaPeriod",
+        "nodeStatusMaxImages",
+        "maxOpenFiles",
+        "contentType",
+        "kubeAPIQPS",
+        "kubeAPIBurst",
+        "serializeImagePulls",
+        "maxParallelImagePulls",
+        "evictionHard",
+        "evictionSoft",
+        "evictionSoftGracePeriod",
+        "evictionPressureTransitionPeriod",
+        "evictionMaxPodGracePeriod",
+        "evictionMinimumReclaim",
+        "mergeDefaultEvictionSettings",
+        "podsPerCore",
+        "enableControllerAttachDetach",
+        "protectKernelDefaults",
+        "makeIPTablesUtilChains",
+        "iptablesMasqueradeBit",
+        "iptablesDropBit",
+        "featureGates",
+        "failSwapOn",
+        "memorySwap",
+        "containerLogMaxSize",
+        "containerLogMaxFiles",
+        "containerLogMaxWorkers",
+        "containerLogMonitorInterval",
+        "configMapAndSecretChangeDetectionStrategy",
+        "systemReserved",
+        "kubeReserved",
+        "reservedSystemCPUs",
+        "showHiddenMetricsForVersion",
+        "systemReservedCgroup",
+        "kubeReservedCgroup",
+        "enforceNodeAllocatable",
+        "allowedUnsafeSysctls",
+        "volumePluginDir",
+        "providerID",
+        "kernelMemcgNotification",
+        "logging",
+        "enableSystemLogHandler",
+        "enableSystemLogQuery",
+        "shutdownGracePeriod",
+        "shutdownGracePeriodCriticalPods",
+        "shutdownGracePeriodByPodPriority",
+        "crashLoopBackOff",
+        "reservedMemory",
+        "enableProfilingHandler",
+        "enableDebugFlagsHandler",
+        "seccompDefault",
+        "memoryThrottlingFactor",
+        "registerWithTaints",
+        "registerNode",
+        "tracing",
+        "localStorageCapacityIsolation",
+        "containerRuntimeEndpoint",
+        "imageServiceEndpoint",
+        "failCgroupV1",
+        "userNamespaces",
+    ];
+    let obj = kc
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {kc}"));
+    for k in obj.keys() {
+        assert!(
+            FIELDS.contains(&k.as_str()),
+            "{k} is not a KubeletConfiguration field: {kc}"
+        );
+    }
+    assert_eq!(kc["apiVersion"], "kubelet.config.k8s.io/v1beta1");
+    assert_eq!(kc["kind"], "KubeletConfiguration");
+    assert!(kc["containerRuntimeEndpoint"]
+        .as_str()
+        .unwrap()
+        .starts_with("unix:///"));
+    assert!(["systemd", "cgroupfs"].contains(&kc["cgroupDriver"].as_str().unwrap()));
+    if let Some(p) = kc.get("staticPodPath") {
+        assert!(p.as_str().unwrap().starts_with('/'), "{kc}");
+    }
+    for b in ["rotateCertificates", "serverTLSBootstrap"] {
+        if let Some(v) = kc.get(b) {
+            assert!(v.is_boolean(), "{b}: {kc}");
+        }
+    }
+    if let Some(ts) = kc.get("registerWithTaints") {
+        for t in ts.as_array().unwrap() {
+            let t = t.as_object().unwrap();
+            assert!(
+                t.keys()
+                    .all(|k| ["key", "value", "effect", "timeAdded"].contains(&k.as_str())),
+                "{ts}"
+            );
+            assert!(t["key"].is_string() && t["effect"].is_string(), "{ts}");
+            assert!(["NoSchedule", "PreferNoSchedule", "NoExecute"]
+                .contains(&t["effect"].as_str().unwrap()));
+        }
+    }
 }

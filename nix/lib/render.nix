@@ -150,16 +150,26 @@ in rec {
     confDir,
     configVersion ? 2,
     sandboxImage ? null,
+    systemdCgroup ? false,
   }: let
     cni = {
       bin_dir = binDir;
       conf_dir = confDir;
     };
+    runc =
+      if systemdCgroup
+      then {
+        containerd.runtimes.runc = {
+          runtime_type = "io.containerd.runc.v2";
+          options.SystemdCgroup = true;
+        };
+      }
+      else {};
   in
     if configVersion >= 3
     then {
       plugins =
-        {"io.containerd.cri.v1.runtime".cni = cni;}
+        {"io.containerd.cri.v1.runtime" = {inherit cni;} // runc;}
         // (
           if sandboxImage == null
           then {}
@@ -167,10 +177,12 @@ in rec {
         );
     }
     else {
-      plugins."io.containerd.grpc.v1.cri" = compact {
-        inherit cni;
-        sandbox_image = sandboxImage;
-      };
+      plugins."io.containerd.grpc.v1.cri" =
+        compact {
+          inherit cni;
+          sandbox_image = sandboxImage;
+        }
+        // runc;
     };
 
   # Splits an image reference "repo[:tag]" into { name; tag; } (a digest

@@ -33,6 +33,7 @@
   kubelet = top.kubelet or {};
   kubeletEnabled = kubelet.enable or false;
   dnsAddon = top.addons.dns or {};
+  ourKubelet = config.services.k8s.kubelet or {};
 
   # nixpkgs' kubelet seeds its images with containerd's `ctr`; on a CRI-O
   # node we take that over: nothing goes to `ctr`, `cri-adapter seed`
@@ -176,10 +177,12 @@ in {
       package = mkOption {
         type = types.nullOr types.package;
         default =
-          if kubeletEnabled
+          if ourKubelet.enable or false
+          then ourKubelet.package.pause or null
+          else if kubeletEnabled
           then top.package.pause or null
           else null;
-        defaultText = literalExpression "config.services.kubernetes.package.pause when nixpkgs' kubelet is enabled, else null";
+        defaultText = literalExpression "the `pause` output of services.k8s.kubelet.package, or of services.kubernetes.package with nixpkgs' kubelet, else null";
         description = ''
           A package with `bin/pause`, built into the image archive
           {option}`services.k8s.cri.pauseImage.archive`. null: no archive is
@@ -348,6 +351,8 @@ in {
           inherit (cni) binDir confDir;
           inherit (cfg.containerd) configVersion;
           sandboxImage = pause.name;
+          # kubelet (ours and nixpkgs') uses the systemd cgroup driver.
+          systemdCgroup = true;
         });
     })
 

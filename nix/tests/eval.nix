@@ -17,6 +17,7 @@
     cni-host-local = ../modules/cni-host-local.nix;
     cni-bridge = ../modules/cni-bridge.nix;
     cri-adapter = ../modules/cri-adapter.nix;
+    kubelet = ../modules/kubelet.nix;
     default = ../modules/default.nix;
   };
 
@@ -66,6 +67,11 @@
       ExecStart = s.serviceConfig.ExecStart or null;
       ExecStop = s.serviceConfig.ExecStop or null;
     }) (lib.filterAttrs (n: _: lib.hasPrefix "k8s-" n || n == "kubelet" || n == "containerd" || n == "crio") cfg.systemd.services);
+    # Our kubelet's KubeletConfiguration (the fake formats.json keeps it).
+    kubeletConfig =
+      if c ? kubelet && c.kubelet.enable
+      then c.kubelet.configFile.value
+      else null;
     endpoint =
       if c ? cri
       then c.cri.endpoint
@@ -263,6 +269,86 @@
         b = {
           address = "192.168.1.14";
           podCIDR = "10.244.3.128/25";
+        };
+      };
+    });
+    # Our kubelet on a containerd node with host-gw routes.
+    kubelet-containerd = summary (eval [modules.default] {
+      services.k8s.cni.host-local = hostLocal;
+      services.k8s.cni.bridge.enable = true;
+      services.k8s.cri.enable = true;
+      services.k8s.cni.routes.node2 = {
+        address = "192.168.1.12";
+        podCIDR = "10.244.2.0/24";
+      };
+      services.k8s.kubelet = {
+        enable = true;
+        kubeconfig = "/var/lib/kubelet/kubeconfig";
+      };
+    });
+    # Our kubelet alone (its module imports the CRI and CNI ones): pinned
+    # to another kubernetes than the node's, on CRI-O behind serve, static
+    # pods (an etcd), labels, taints, certificate rotation via settings.
+    kubelet-crio-pinned = summary (eval [modules.kubelet] {
+      services.k8s.cri = {
+        enable = true;
+        runtime = "cri-o";
+        serve.enable = true;
+      };
+      services.k8s.kubelet = {
+        enable = true;
+        package = pkgs.kubernetes_1_31;
+        bootstrapKubeconfig = "/var/lib/kubelet/bootstrap-kubeconfig";
+        kubeconfig = "/var/lib/kubelet/kubeconfig";
+        hostname = "node-1";
+        labels = {
+          "topology.kubernetes.io/zone" = "rack-1";
+          "node-role.kubernetes.io/control-plane" = "";
+        };
+        taints."node-role.kubernetes.io/control-plane".effect = "NoSchedule";
+        taints.dedicated = {
+          value = "etcd";
+          effect = "NoExecute";
+        };
+        settings = {
+          rotateCertificates = true;
+          serverTLSBootstrap = true;
+          clusterDNS = ["10.96.0.10"];
+        };
+        extraArgs = ["--v=2"];
+        staticPods.etcd = {
+          apiVersion = "v1";
+          kind = "Pod";
+          metadata = {
+            name = "etcd";
+            namespace = "kube-system";
+          };
+          spec = {
+            hostNetwork = true;
+            containers = [
+              {
+                name = "etcd";
+                image = "registry.k8s.io/etcd:3.5.21-0";
+                command = ["etcd" "--data-dir=/var/lib/etcd"];
+              }
+            ];
+          };
+        };
+      };
+    });
+    bad-kubelet = failed (eval [modules.default] {
+      services.kubernetes.roles = ["node"];
+      services.kubernetes.flannel.enable = false;
+      services.k8s.cri.enable = true;
+      services.k8s.kubelet = {
+        enable = true;
+        settings = {
+          containerRuntimeEndpoint = "unix:///run/other.sock";
+          cgroupDriver = "cgroupfs";
+        };
+        staticPods.web = {
+          apiVersion = "apps/v1";
+          kind = "Deployment";
         };
       };
     });
@@ -619,6 +705,78 @@
         "services.k8s.cni.routes.self: podCIDR 10.244.1.0/24 overlaps this node's own range 10.244.1.0/24 (services.k8s.cni.host-local.ranges); list only the other nodes"
         "services.k8s.cni.routes.v6: address fd00::12 and podCIDR 10.244.2.0/24 are of different IP families (a route needs a next hop of its own family)"
         "services.k8s.cni.routes: nodes a and b have overlapping podCIDRs (10.244.3.0/24, 10.244.3.128/25)"
+      ]
+    ))
+    (expect "kubelet-containerd: evaluates; our kubelet, wired to containerd, the adapter and the routes" (
+      let
+        k = c.kubelet-containerd;
+        u = k.services.kubelet;
+        runc = k.containerd.settings.plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc;
+      in
+        k.assertions
+        == []
+        && k.kubeletConfig
+        == {
+          apiVersion = "kubelet.config.k8s.io/v1beta1";
+          kind = "KubeletConfiguration";
+          containerRuntimeEndpoint = "unix:///run/containerd/containerd.sock";
+          cgroupDriver = "systemd";
+        }
+        && lib.hasPrefix "${pkgs.kubernetes}/bin/kubelet '--config=" u.ExecStart
+        && lib.hasSuffix " '--root-dir=/var/lib/kubelet' '--kubeconfig=/var/lib/kubelet/kubeconfig'" u.ExecStart
+        && lib.all (x: builtins.elem x u.after) ["containerd.service" "k8s-cri-adapter.service" "k8s-cni-routes.service"]
+        && u.requires == []
+        && runc.options.SystemdCgroup
+        && (builtins.elemAt k.seeded 0).args.copyToRoot == [pkgs.kubernetes.pause]
+        && k.containerd.enable
+    ))
+    (expect "kubelet-crio-pinned: evaluates; pinned package, pause from it, serve required, static pod, labels, taints" (
+      let
+        k = c.kubelet-crio-pinned;
+        u = k.services.kubelet;
+        kc = k.kubeletConfig;
+      in
+        k.assertions
+        == []
+        && lib.hasPrefix "${pkgs.kubernetes_1_31}/bin/kubelet '--config=" u.ExecStart
+        && lib.hasSuffix " '--bootstrap-kubeconfig=/var/lib/kubelet/bootstrap-kubeconfig' '--hostname-override=node-1' '--node-labels=node-role.kubernetes.io/control-plane=,topology.kubernetes.io/zone=rack-1' '--v=2'" u.ExecStart
+        && u.requires == ["k8s-cri-adapter-serve.service"]
+        && lib.all (x: builtins.elem x u.after) ["crio.service" "k8s-cri-adapter.service" "k8s-cri-adapter-serve.service"]
+        && kc.containerRuntimeEndpoint == "unix:///run/k8s-shims/cri.sock"
+        && kc.staticPodPath == "/etc/k8s-shims/kubelet/manifests"
+        && kc.rotateCertificates
+        && kc.serverTLSBootstrap
+        && kc.clusterDNS == ["10.96.0.10"]
+        && kc.registerWithTaints
+        == [
+          {
+            key = "dedicated";
+            value = "etcd";
+            effect = "NoExecute";
+          }
+          {
+            key = "node-role.kubernetes.io/control-plane";
+            effect = "NoSchedule";
+          }
+        ]
+        && (builtins.fromJSON k.etc."k8s-shims/kubelet/manifests/etcd.json").spec.containers
+        == [
+          {
+            name = "etcd";
+            image = "registry.k8s.io/etcd:3.5.21-0";
+            command = ["etcd" "--data-dir=/var/lib/etcd"];
+          }
+        ]
+        && (builtins.head k.seeded).args.copyToRoot == [pkgs.kubernetes_1_31.pause]
+        && k.crio.settings.crio.image.pause_image == "docker.io/library/pause:latest"
+    ))
+    (expect "bad-kubelet: next to nixpkgs' kubelet, another endpoint, cgroupfs, a non-Pod static pod" (
+      lib.sort (a: b: a < b) c.bad-kubelet
+      == [
+        "services.k8s.kubelet.enable and nixpkgs' services.kubernetes.kubelet.enable are both on, and both define kubelet.service; set services.kubernetes.kubelet.enable = false (services.kubernetes.roles turns it on at mkDefault), or disable services.k8s.kubelet."
+        "services.k8s.kubelet.settings.cgroupDriver is \"cgroupfs\", but services.k8s.cri configures containerd for systemd cgroups; set it to \"systemd\"."
+        "services.k8s.kubelet.settings.containerRuntimeEndpoint is \"unix:///run/other.sock\", but this node's CRI endpoint is \"unix:///run/containerd/containerd.sock\" (services.k8s.cri.endpoint); remove your definition (the module sets it)."
+        "services.k8s.kubelet.staticPods.web: a static pod manifest needs apiVersion = \"v1\" and kind = \"Pod\"."
       ]
     ))
     (expect "bad-v3-file-v2" (c.bad-v3-file-v2 == ["services.k8s.cri.containerd.configVersion = 3, but containerd's config file says version = 2 (nixpkgs' containerd module writes 2), so containerd would ignore our `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images` keys and use /opt/cni/bin and /etc/cni/net.d: keep services.k8s.cri.containerd.configVersion = 2 (containerd 2.x migrates it), or also set virtualisation.containerd.settings.version = lib.mkForce 3."]))

@@ -29,6 +29,9 @@ in {
   nftables = drv "nftables-1.1.1";
   skopeo = drv "skopeo-1.18.0";
   iproute2 = drv "iproute2-6.13.0";
+  util-linux = drv "util-linux-2.41";
+  # Another kubelet than the node's kubernetes, for pinning.
+  kubernetes_1_31 = drv "kubernetes-1.31.9" // {pause = drv "kubernetes-1.31.9-pause";};
   kubernetes = drv "kubernetes-1.34.1" // {pause = drv "kubernetes-1.34.1-pause";};
   containerd = drv "containerd-2.1.4" // {version = "2.1.4";};
   # Keep their arguments, so the tests can read the image's name.

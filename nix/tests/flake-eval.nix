@@ -73,7 +73,7 @@
   # The flake's own modules: default, plus the single ones again (a user
   # may import both): everything must be declared once.
   m = outputs.nixosModules;
-  together = evalWith [m.default m.cni-bridge m.cni-host-local m.cri-adapter] node;
+  together = evalWith [m.default m.cni-bridge m.cni-host-local m.cri-adapter m.kubelet] node;
   # Without the overlay's pkgs.k8s-shims the flake's modules build ours
   # with the node's pkgs.
   noOverlay =
@@ -115,7 +115,7 @@
   failures = lib.concatLists [
     (expect "outputs" (r.outputs == ["checks" "devShells" "formatter" "nixosConfigurations" "nixosModules" "overlays" "packages"]))
     (expect "packages" (r.packages == ["bridge" "cri-adapter" "default" "host-local"]))
-    (expect "nixosModules" (r.nixosModules == ["cni-bridge" "cni-host-local" "cri-adapter" "default"]))
+    (expect "nixosModules" (r.nixosModules == ["cni-bridge" "cni-host-local" "cri-adapter" "default" "kubelet"]))
     (expect "nixosConfigurations" (r.nixosConfigurations == ["containerd-node" "crio-node"]))
     (expect "checks" (lib.all (c: builtins.elem c r.checks) ["bridge" "cri-adapter" "host-local" "module-eval" "vm-containerd" "vm-crio" "example-containerd-node" "example-crio-node"]))
     (expect "bridge package: cni profile, one crate, no sandbox tests" (r.bridgeArgs.buildType == "cni" && r.bridgeArgs.cargoBuildFlags == ["-p" "cni-bridge" "--bin" "bridge"] && !r.bridgeArgs.doCheck))
