@@ -509,6 +509,107 @@ fn nix_rendered_conflist_with_the_reference_bridge_and_our_host_local() {
     pod_network_from_nix_conflist(&Impl::ref_bridge_ours_ipam());
 }
 
+/// flannel mode: the main plugin Nix renders (`flannelPlugin` over the
+/// bridge module's defaults) run through a flannel-style delegation, as
+/// flannel's CNI plugin does it: subnet.env (written here) gives the
+/// subnet, the network route, the MTU and whether flannel masquerades; the
+/// delegate (our bridge module's object) gets name, cniVersion, `ipMasq`,
+/// `mtu`, `isGateway` and an `ipam` built on the rendered base (host-local
+/// with its dataDir) with the node's range; `imp`'s bridge and host-local
+/// attach the pod.
+fn flannel_mode_delegation(imp: &Impl) {
+    let host = Host::new(imp);
+    let r = render_nix();
+    let list = eval_json(
+        &format!(
+            r#"{{ dataDir }}: let r = import {r}; in r.conflist {{
+              name = "flannelnet";
+              plugins = [
+                (r.flannelPlugin {{
+                  delegate = r.bridgePlugin {{ bridge = "flnbr0"; isGateway = true; isDefaultGateway = true; ipMasq = true; hairpinMode = true; mtu = 9000; }};
+                  ipam = {{ type = "host-local"; inherit dataDir; }};
+                }})
+                (r.portmapPlugin {{ }})
+              ];
+            }}"#
+        ),
+        &["--argstr", "dataDir", host.data_dir().to_str().unwrap()],
+    );
+    let main = &list["plugins"][0];
+    assert_eq!(main["type"], "flannel", "{list}");
+    assert_eq!(main["subnetFile"], "/run/flannel/subnet.env");
+    // ipMasq and mtu are flannel's to decide; no ipam in the delegate.
+    for k in ["ipam", "ipMasq", "mtu"] {
+        assert!(main["delegate"].get(k).is_none(), "{k}: {main}");
+    }
+    // subnet.env as the flannel daemon writes it.
+    let env_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        env_file.path(),
+        "FLANNEL_NETWORK=10.246.0.0/16\nFLANNEL_SUBNET=10.246.7.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+    )
+    .unwrap();
+    let env: std::collections::HashMap<String, String> = std::fs::read_to_string(env_file.path())
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // The delegation.
+    let mut conf = main["delegate"].clone();
+    conf["name"] = list["name"].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    let d = conf.as_object_mut().unwrap();
+    d.entry("type").or_insert(json!("bridge"));
+    d.entry("ipMasq")
+        .or_insert(json!(env["FLANNEL_IPMASQ"] != "true"));
+    d.entry("mtu")
+        .or_insert(json!(env["FLANNEL_MTU"].parse::<u32>().unwrap()));
+    d.entry("isGateway").or_insert(json!(true));
+    let mut ipam = main["ipam"].clone();
+    let (net_addr, len) = env["FLANNEL_SUBNET"].split_once('/').unwrap();
+    let subnet = format!("{}.0/{len}", net_addr.rsplit_once('.').unwrap().0);
+    ipam["ranges"] = json!([[{ "subnet": subnet }]]);
+    ipam["routes"] = json!([{ "dst": env["FLANNEL_NETWORK"] }]);
+    conf["ipam"] = ipam;
+    assert_eq!(conf["ipam"]["dataDir"], host.data_dir().to_str().unwrap());
+
+    let pod = Pod::new("flnpod");
+    let result = host.must_add(&conf, &pod);
+    let v4 = pod.addr(false);
+    assert!(v4.starts_with("10.246.7."), "{}: {v4}", imp.label);
+    let routes = pod.ns.ip(&["-4", "route", "show"]);
+    assert!(
+        routes.contains("10.246.0.0/16 via 10.246.7.1"),
+        "{}: {routes}",
+        imp.label
+    );
+    assert!(
+        routes.contains("default via 10.246.7.1"),
+        "{}: {routes}",
+        imp.label
+    );
+    let mtu = pod.ns.must_link(&pod.ifname)["mtu"].clone();
+    assert_eq!(mtu, 1450, "{}: flannel's MTU", imp.label);
+    pod.ns.assert_reaches("10.246.7.1");
+    host.must_del(&with_prev(&conf, &result), &pod);
+    host.assert_clean(
+        "flannelnet",
+        &[&pod],
+        "after DEL of the flannel-mode network",
+    );
+}
+
+#[test]
+fn nix_rendered_flannel_mode_delegates_to_our_bridge_and_host_local() {
+    flannel_mode_delegation(&Impl::ours());
+}
+
+#[test]
+fn nix_rendered_flannel_mode_delegates_to_the_reference_plugins() {
+    flannel_mode_delegation(&Impl::reference());
+}
+
 /// Static host-gw routing as `services.k8s.cni.routes` renders it
 /// (`hostGwRouteCommands`, the argv lists of `k8s-cni-routes.service`):
 /// three nodes on one switch, each with a Nix-rendered conflist (bridge +

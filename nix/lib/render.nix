@@ -121,7 +121,8 @@ in rec {
   }${toString priority}-${name}.conflist";
 
   # Every CNI `type` the runtime will exec for a conflist: each plugin's
-  # type and its ipam type.
+  # type, its ipam type, and for a delegating plugin (flannel) the
+  # delegate's type (flannel's default: bridge) and its ipam (host-local).
   conflistTypes = list:
     foldl' (acc: p:
       acc
@@ -130,8 +131,29 @@ in rec {
         if p ? ipam && p.ipam ? type
         then [p.ipam.type]
         else []
+      )
+      ++ (
+        if p.type == "flannel"
+        then [(p.delegate.type or "bridge") (p.ipam.type or "host-local")]
+        else []
       )) []
     list.plugins;
+
+  # flannel mode: flannel's CNI plugin as the main plugin, delegating to
+  # `delegate` (our bridge's object without `ipam`, and without `ipMasq` and
+  # `mtu`, which flannel sets from its subnet.env) with an `ipam` base that
+  # flannel completes (ranges from FLANNEL_SUBNET, a route to
+  # FLANNEL_NETWORK).
+  flannelPlugin = {
+    delegate,
+    ipam ? {type = "host-local";},
+    subnetFile ? "/run/flannel/subnet.env",
+    dataDir ? "/var/lib/cni/flannel",
+  }: {
+    type = "flannel";
+    inherit subnetFile dataDir ipam;
+    delegate = removeAttrs delegate ["ipam" "ipMasq" "mtu"];
+  };
 
   # The bin dir: { type = "<package>/bin/<program>"; } from the per-type
   # choices { type = { package = "<store path>"; program = "<name>"; }; }.

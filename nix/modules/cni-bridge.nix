@@ -11,6 +11,7 @@
   render = import ../lib/render.nix;
   inherit (import ../lib/types.nix {inherit lib pkgs;}) jsonObject;
   net = config.services.k8s.cni.network;
+  inherit (config.services.k8s.cni) flannel;
   cfg = config.services.k8s.cni.bridge;
   where = "services.k8s.cni.bridge";
 
@@ -137,7 +138,18 @@ in {
   };
 
   config = mkIf cfg.enable {
-    services.k8s.cni.network.main = cfg.plugin;
+    services.k8s.cni.network.main =
+      if flannel.enable
+      then
+        render.flannelPlugin {
+          delegate = cfg.plugin;
+          ipam = {
+            type = "host-local";
+            inherit (config.services.k8s.cni.host-local or {dataDir = render.defaultDataDir;}) dataDir;
+          };
+          inherit (flannel) subnetFile dataDir;
+        }
+      else cfg.plugin;
 
     assertions = [
       {
@@ -149,7 +161,7 @@ in {
         message = "${where}.vlanTrunk: each entry needs either `id`, or both `minID` and `maxID` with minID <= maxID.";
       }
       {
-        assertion = (net.ipam.type or null) != null || cfg.disableContainerInterface == true || (cfg.isGateway != true && cfg.isDefaultGateway != true && cfg.ipMasq != true);
+        assertion = flannel.enable || (net.ipam.type or null) != null || cfg.disableContainerInterface == true || (cfg.isGateway != true && cfg.isDefaultGateway != true && cfg.ipMasq != true);
         message = "${where}.enable: the bridge has no IPAM (services.k8s.cni.network.ipam is empty), so isGateway, isDefaultGateway and ipMasq have no address to work with; enable services.k8s.cni.host-local (or set services.k8s.cni.network.ipam), or for an L2 bridge set ${where}.isGateway, isDefaultGateway and ipMasq to false.";
       }
       {

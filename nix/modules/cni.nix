@@ -11,7 +11,7 @@
   render = import ../lib/render.nix;
   cfg = config.services.k8s.cni;
   net = cfg.network;
-  inherit (import ../lib/types.nix {inherit lib pkgs;}) jsonObject;
+  inherit (import ../lib/types.nix {inherit lib pkgs;}) jsonObject absolutePath;
   json = jsonObject;
 
   # The types nixpkgs' `cni-plugins` ships (containernetworking/plugins).
@@ -124,6 +124,37 @@ in {
         and CRI-O's module puts its own conflists there, so the CRI module
         points the runtime here instead.
       '';
+    };
+
+    flannel = {
+      enable =
+        lib.mkEnableOption ""
+        // {
+          description = ''
+            flannel mode: the conflist's main plugin is flannel's CNI plugin
+            (`type = "flannel"`, from `services.k8s.cni.plugins.flannel`,
+            `pkgs.cni-plugin-flannel` by default), which reads the node's
+            subnet from flannel's subnet.env and delegates to our `bridge`
+            (the options of {option}`services.k8s.cni.bridge`, which must be
+            enabled) with a `host-local` IPAM (our
+            {option}`services.k8s.cni.plugins.host-local`, reservations in
+            {option}`services.k8s.cni.host-local.dataDir`). flannel routes
+            between nodes; our plugins attach each pod. The runtime reads the
+            conflist from our conf dir and execs from our bin dir as usual.
+            `services.k8s.cni.host-local.enable` must be off (flannel decides
+            the ranges); `ipMasq` and `mtu` are left to flannel.
+          '';
+        };
+      subnetFile = mkOption {
+        type = absolutePath;
+        default = "/run/flannel/subnet.env";
+        description = "flannel's subnet.env (written by the flannel daemon).";
+      };
+      dataDir = mkOption {
+        type = absolutePath;
+        default = "/var/lib/cni/flannel";
+        description = "Where flannel's CNI plugin keeps each pod's delegate configuration.";
+      };
     };
 
     routes = mkOption {
@@ -283,15 +314,31 @@ in {
         // {
           bridge.package = mkDefault config.services.k8s.packages.bridge;
           host-local.package = mkDefault config.services.k8s.packages.host-local;
+        }
+        // lib.optionalAttrs cfg.flannel.enable {
+          flannel.package = mkDefault pkgs.cni-plugin-flannel;
         };
     }
+    (mkIf cfg.flannel.enable {
+      assertions = [
+        {
+          assertion = config.services.k8s.cni.bridge.enable or false;
+          message = "services.k8s.cni.flannel.enable: flannel mode delegates to our bridge; set services.k8s.cni.bridge.enable = true.";
+        }
+        {
+          assertion = !(config.services.k8s.cni.host-local.enable or false);
+          message = "services.k8s.cni.flannel.enable: in flannel mode flannel gives each node its subnet (subnet.env) and host-local allocates from it, so services.k8s.cni.host-local.ranges are not used; set services.k8s.cni.host-local.enable = false.";
+        }
+      ];
+      warnings = lib.optional (!(config.services.kubernetes.flannel.enable or false) && !(config.services.flannel.enable or false)) "services.k8s.cni.flannel.enable: no flannel daemon is enabled on this node (services.kubernetes.flannel.enable or services.flannel.enable), so nothing writes ${cfg.flannel.subnetFile} unless you run flannel otherwise; pods cannot start without it.";
+    })
     (mkIf (conflist != null) {
       environment.etc."${lib.removePrefix "/etc/" cfg.confDir}/${fileName}".text = builtins.toJSON conflist;
 
       assertions = [
         {
-          assertion = !(config.services.kubernetes.flannel.enable or false);
-          message = "services.k8s.cni.network: services.kubernetes.flannel.enable is on (services.kubernetes.roles turns it on at mkDefault) next to our conflist: flannel would route its own subnets of services.kubernetes.clusterCidr while our host-local hands out other addresses, and the 11-flannel.conf kubelet writes is not read by the runtime; set services.kubernetes.flannel.enable = false and route pod traffic between nodes otherwise (services.k8s.cni.routes for static host-gw routes).";
+          assertion = cfg.flannel.enable || !(config.services.kubernetes.flannel.enable or false);
+          message = "services.k8s.cni.network: services.kubernetes.flannel.enable is on (services.kubernetes.roles turns it on at mkDefault) next to our conflist: flannel would route its own subnets of services.kubernetes.clusterCidr while our host-local hands out other addresses, and the 11-flannel.conf kubelet writes is not read by the runtime; set services.kubernetes.flannel.enable = false and route pod traffic between nodes otherwise (services.k8s.cni.routes for static host-gw routes), or keep flannel and set services.k8s.cni.flannel.enable = true (flannel mode: flannel's plugin delegates to our bridge and host-local).";
         }
         {
           assertion = missingTypes == [];

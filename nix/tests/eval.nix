@@ -272,6 +272,23 @@
         };
       };
     });
+    # roles + our modules in flannel mode: flannel routes, its plugin
+    # delegates to our bridge and host-local.
+    flannel-mode = summary (eval [modules.default] {
+      services.kubernetes.roles = ["master" "node"];
+      services.k8s.cni.bridge.enable = true;
+      services.k8s.cni.flannel.enable = true;
+      services.k8s.cri.enable = true;
+    });
+    bad-flannel-mode = failed (eval [modules.default] {
+      services.k8s.cni.host-local = hostLocal;
+      services.k8s.cni.flannel.enable = true;
+    });
+    flannel-mode-no-daemon = summary (eval [modules.default] {
+      services.k8s.cni.bridge.enable = true;
+      services.k8s.cni.flannel.enable = true;
+    });
+
     # Our kubelet on a containerd node with host-gw routes.
     kubelet-containerd = summary (eval [modules.default] {
       services.k8s.cni.host-local = hostLocal;
@@ -680,7 +697,7 @@
       lib.sort (a: b: a < b) c.roles-default
       == [
         "services.k8s.cni.host-local.ranges: range set 0, range 0: subnet 10.244.1.0/24 is outside services.kubernetes.clusterCidr \"10.1.0.0/16\", the pod network kube-proxy and the controller-manager use; set services.kubernetes.clusterCidr to a prefix that holds every node's ranges (e.g. \"10.244.0.0/16\"), or pick ranges inside it."
-        "services.k8s.cni.network: services.kubernetes.flannel.enable is on (services.kubernetes.roles turns it on at mkDefault) next to our conflist: flannel would route its own subnets of services.kubernetes.clusterCidr while our host-local hands out other addresses, and the 11-flannel.conf kubelet writes is not read by the runtime; set services.kubernetes.flannel.enable = false and route pod traffic between nodes otherwise (services.k8s.cni.routes for static host-gw routes)."
+        "services.k8s.cni.network: services.kubernetes.flannel.enable is on (services.kubernetes.roles turns it on at mkDefault) next to our conflist: flannel would route its own subnets of services.kubernetes.clusterCidr while our host-local hands out other addresses, and the 11-flannel.conf kubelet writes is not read by the runtime; set services.kubernetes.flannel.enable = false and route pod traffic between nodes otherwise (services.k8s.cni.routes for static host-gw routes), or keep flannel and set services.k8s.cni.flannel.enable = true (flannel mode: flannel's plugin delegates to our bridge and host-local)."
       ]
     ))
     (expect "roles-coherent: dual-stack clusterCidr holding both range sets, flannel off" (c.roles-coherent.assertions == [] && c.roles-coherent.warnings == []))
@@ -779,6 +796,46 @@
         "services.k8s.kubelet.staticPods.web: a static pod manifest needs apiVersion = \"v1\" and kind = \"Pod\"."
       ]
     ))
+    (expect "flannel-mode: evaluates; flannel's plugin delegating to our bridge, host-local IPAM, in our conf dir" (
+      let
+        k = c.flannel-mode;
+        main = builtins.head k.conflist.plugins;
+      in
+        k.assertions
+        == []
+        && k.warnings == []
+        && main
+        == {
+          type = "flannel";
+          subnetFile = "/run/flannel/subnet.env";
+          dataDir = "/var/lib/cni/flannel";
+          ipam = {
+            type = "host-local";
+            dataDir = "/run/cni/networks";
+          };
+          delegate = {
+            type = "bridge";
+            bridge = "cni0";
+            isGateway = true;
+            isDefaultGateway = true;
+            hairpinMode = true;
+          };
+        }
+        && k.pluginPaths.flannel == "${pkgs.cni-plugin-flannel}/bin/flannel"
+        && k.pluginPaths.bridge == ours "bridge"
+        && k.pluginPaths.host-local == ours "host-local"
+        && (cniOf "flannel-mode").conf_dir == "/etc/k8s-shims/cni/net.d"
+        && k.etc ? "k8s-shims/cni/net.d/10-k8s-pod-network.conflist"
+    ))
+    (expect "bad-flannel-mode" (
+      lib.sort (a: b: a < b) c.bad-flannel-mode
+      == [
+        "services.k8s.cni.flannel.enable: flannel mode delegates to our bridge; set services.k8s.cni.bridge.enable = true."
+        "services.k8s.cni.flannel.enable: in flannel mode flannel gives each node its subnet (subnet.env) and host-local allocates from it, so services.k8s.cni.host-local.ranges are not used; set services.k8s.cni.host-local.enable = false."
+        "services.k8s.cni.host-local.enable: host-local only renders the `ipam` object, and the network has no main plugin, so no conflist is written; enable services.k8s.cni.bridge (or set services.k8s.cni.network.main)."
+      ]
+    ))
+    (expect "flannel-mode-no-daemon: a warning" (c.flannel-mode-no-daemon.assertions == [] && hasMsg "no flannel daemon is enabled on this node" c.flannel-mode-no-daemon.warnings))
     (expect "bad-v3-file-v2" (c.bad-v3-file-v2 == ["services.k8s.cri.containerd.configVersion = 3, but containerd's config file says version = 2 (nixpkgs' containerd module writes 2), so containerd would ignore our `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images` keys and use /opt/cni/bin and /etc/cni/net.d: keep services.k8s.cri.containerd.configVersion = 2 (containerd 2.x migrates it), or also set virtualisation.containerd.settings.version = lib.mkForce 3."]))
     (expect "bad-v2-file-v3" (c.bad-v2-file-v3 == ["services.k8s.cri.containerd.configVersion = 2, but containerd's config file says version = 3, so containerd would ignore our `io.containerd.grpc.v1.cri` keys: set services.k8s.cri.containerd.configVersion = 3."]))
     (expect "bad-v3-old-containerd" (c.bad-v3-old-containerd == ["services.k8s.cri.containerd.configVersion = 3 needs containerd 2.0 or later, but pkgs.containerd is 1.7.27: set services.k8s.cri.containerd.configVersion = 2."]))
