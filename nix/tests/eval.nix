@@ -589,7 +589,27 @@
     else [name];
   c = cases;
   cniOf = k: c.${k}.containerd.settings.plugins."io.containerd.grpc.v1.cri".cni;
+  # Every evaluated node scenario: the runtime's effective CNI dirs are ours
+  # and kubelet (ours or nixpkgs') talks to our endpoint, unless the
+  # scenario is about overriding them.
+  nodeScenarios = lib.filterAttrs (n: v: builtins.isAttrs v && v ? containerd && v ? assertions && v.assertions == [] && (v.containerd.enable || v.crio.enable) && !(builtins.elem n ["user-override"])) c;
+  dirsOurs = name: v: let
+    st = v.containerd.settings;
+    ctrdCni =
+      if (st.version or 2) >= 3
+      then st.plugins."io.containerd.cri.v1.runtime".cni
+      else st.plugins."io.containerd.grpc.v1.cri".cni;
+  in
+    (
+      if v.containerd.enable
+      then ctrdCni.conf_dir == "/etc/k8s-shims/cni/net.d" && ctrdCni.bin_dir == v.binDir
+      else builtins.head v.crio.settings.crio.network.plugin_dirs == v.binDir && v.crio.settings.crio.network.network_dir == "/etc/k8s-shims/cni/net.d"
+    )
+    && (v.kubeletConfig == null || v.kubeletConfig.containerRuntimeEndpoint == v.endpoint)
+    && (v.services ? kubelet && v.kubeletConfig == null -> v.kubeletEndpoint == v.endpoint)
+    || builtins.trace "dirs/endpoint not ours in ${name}" false;
   failures = lib.concatLists [
+    (expect "every node scenario (${toString (builtins.length (builtins.attrNames nodeScenarios))}): runtime's CNI dirs and kubelet's endpoint are ours" (lib.all (n: dirsOurs n nodeScenarios.${n}) (builtins.attrNames nodeScenarios) && builtins.length (builtins.attrNames nodeScenarios) >= 10))
     (expect "host-local-alone: no conflist without a main plugin, and an assertion says so" (
       c.host-local-alone.conflist
       == null
