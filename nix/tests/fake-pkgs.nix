@@ -30,6 +30,9 @@ in {
   skopeo = drv "skopeo-1.18.0";
   iproute2 = drv "iproute2-6.13.0";
   util-linux = drv "util-linux-2.41";
+  busybox = drv "busybox-1.36.1";
+  cri-tools = drv "cri-tools-1.33.0";
+  jq = drv "jq-1.7.1";
   # Another kubelet than the node's kubernetes, for pinning.
   kubernetes_1_31 = drv "kubernetes-1.31.9" // {pause = drv "kubernetes-1.31.9-pause";};
   kubernetes = drv "kubernetes-1.34.1" // {pause = drv "kubernetes-1.34.1-pause";};
