@@ -11,10 +11,12 @@
   ...
 }: let
   inherit (lib) mkOption mkDefault mkOptionDefault mkIf types;
-  # Like pkgs.formats.toml's type: lists concatenate, attrsets merge.
+  # The type nixpkgs declares for pkgs.formats.toml (the type of
+  # virtualisation.containerd.settings and virtualisation.cri-o.settings):
+  # no null (TOML has none), lists concatenate, attrsets merge.
   tomlValue = let
     v =
-      types.nullOr (types.oneOf [types.bool types.int types.float types.str types.path (types.attrsOf v) (types.listOf v)])
+      types.oneOf [types.bool types.int types.float types.str types.path (types.attrsOf v) (types.listOf v)]
       // {description = "TOML value";};
   in
     v;
@@ -91,7 +93,7 @@ in {
         default = false;
       };
       settings = mkOption {
-        type = types.attrsOf tomlValue;
+        type = tomlValue;
         default = {};
       };
     };
@@ -105,7 +107,7 @@ in {
         default = null;
       };
       settings = mkOption {
-        type = types.attrsOf tomlValue;
+        type = tomlValue;
         default = {};
       };
     };
