@@ -53,6 +53,7 @@
       cni-host-local = module (import ./nix/modules/cni-host-local.nix);
       cni-bridge = module (import ./nix/modules/cni-bridge.nix);
       cri-adapter = module (import ./nix/modules/cri-adapter.nix);
+      kubelet = module (import ./nix/modules/kubelet.nix);
       default = module (import ./nix/modules/default.nix);
     };
 
@@ -82,6 +83,7 @@
         module-eval = pkgs.callPackage ./nix/tests/eval-check.nix {};
         vm-containerd = vm "containerd" examples.containerd-node "10.244.1.";
         vm-crio = vm "cri-o" examples.crio-node "10.244.2.";
+        vm-host-gw = pkgs.testers.runNixOSTest (import ./nix/tests/vm-host-gw.nix {inherit self pkgs;});
       }
       // lib.optionalAttrs (pkgs.system == "x86_64-linux") (lib.mapAttrs' (name: sys: lib.nameValuePair "example-${name}" sys.config.system.build.toplevel) self.nixosConfigurations));
 

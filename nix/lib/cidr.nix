@@ -481,6 +481,22 @@ in {
     && compare (network x) (lastAddr y) <= 0
     && compare (network y) (lastAddr x) <= 0;
 
+  # True when every address of CIDR string `inner` is in CIDR string
+  # `outer` (false if either is malformed or the families differ).
+  cidrWithin = inner: outer: let
+    x = parseCidr inner;
+    y = parseCidr outer;
+  in
+    x != null && y != null && x.family == y.family && y.prefix <= x.prefix && contains y (network x);
+
+  # 4, 6, or null for a malformed CIDR string.
+  cidrFamily = s: let
+    c = parseCidr s;
+  in
+    if c == null
+    then null
+    else c.family;
+
   isCidr = s: parseCidr s != null;
   isIp = s: parseIp s != null;
 }

@@ -5,7 +5,7 @@
 let
   cidr = import ./cidr.nix;
 
-  inherit (builtins) attrNames filter foldl' isAttrs listToAttrs removeAttrs;
+  inherit (builtins) attrNames concatMap elemAt filter foldl' genList isAttrs length listToAttrs removeAttrs;
 
   # Drops the attributes whose value is null (null means "leave the key out,
   # the plugin's own default applies").
@@ -121,7 +121,8 @@ in rec {
   }${toString priority}-${name}.conflist";
 
   # Every CNI `type` the runtime will exec for a conflist: each plugin's
-  # type and its ipam type.
+  # type, its ipam type, and for a delegating plugin (flannel) the
+  # delegate's type (flannel's default: bridge) and its ipam (host-local).
   conflistTypes = list:
     foldl' (acc: p:
       acc
@@ -130,8 +131,29 @@ in rec {
         if p ? ipam && p.ipam ? type
         then [p.ipam.type]
         else []
+      )
+      ++ (
+        if p.type == "flannel"
+        then [(p.delegate.type or "bridge") (p.ipam.type or "host-local")]
+        else []
       )) []
     list.plugins;
+
+  # flannel mode: flannel's CNI plugin as the main plugin, delegating to
+  # `delegate` (our bridge's object without `ipam`, and without `ipMasq` and
+  # `mtu`, which flannel sets from its subnet.env) with an `ipam` base that
+  # flannel completes (ranges from FLANNEL_SUBNET, a route to
+  # FLANNEL_NETWORK).
+  flannelPlugin = {
+    delegate,
+    ipam ? {type = "host-local";},
+    subnetFile ? "/run/flannel/subnet.env",
+    dataDir ? "/var/lib/cni/flannel",
+  }: {
+    type = "flannel";
+    inherit subnetFile dataDir ipam;
+    delegate = removeAttrs delegate ["ipam" "ipMasq" "mtu"];
+  };
 
   # The bin dir: { type = "<package>/bin/<program>"; } from the per-type
   # choices { type = { package = "<store path>"; program = "<name>"; }; }.
@@ -142,21 +164,74 @@ in rec {
     }) (attrNames choices));
 
   # containerd settings (a fragment of config.toml) pointing the CRI plugin
-  # at our dirs. Config version 2 (containerd 1.x; 2.x migrates it) or 3
-  # (containerd 2.x layout).
+  # at our dirs and, when given, at the sandbox (pause) image. Config
+  # version 2 (containerd 1.x; 2.x migrates it) or 3 (containerd 2.x
+  # layout, where the CNI dirs and the sandbox image live in two plugins).
   containerdSettings = {
     binDir,
     confDir,
     configVersion ? 2,
+    sandboxImage ? null,
+    systemdCgroup ? false,
   }: let
     cni = {
       bin_dir = binDir;
       conf_dir = confDir;
     };
+    runc =
+      if systemdCgroup
+      then {
+        containerd.runtimes.runc = {
+          runtime_type = "io.containerd.runc.v2";
+          options.SystemdCgroup = true;
+        };
+      }
+      else {};
   in
     if configVersion >= 3
-    then {plugins."io.containerd.cri.v1.runtime".cni = cni;}
-    else {plugins."io.containerd.grpc.v1.cri".cni = cni;};
+    then {
+      plugins =
+        {"io.containerd.cri.v1.runtime" = {inherit cni;} // runc;}
+        // (
+          if sandboxImage == null
+          then {}
+          else {"io.containerd.cri.v1.images".pinned_images.sandbox = sandboxImage;}
+        );
+    }
+    else {
+      plugins."io.containerd.grpc.v1.cri" =
+        compact {
+          inherit cni;
+          sandbox_image = sandboxImage;
+        }
+        // runc;
+    };
+
+  # Splits an image reference "repo[:tag]" into { name; tag; } (a digest
+  # reference keeps its "@..." in the name, tag null).
+  imageNameTag = ref: let
+    lastSlash = builtins.match "(.*/)?([^/]*)" ref;
+    prefix =
+      if builtins.elemAt lastSlash 0 == null
+      then ""
+      else builtins.elemAt lastSlash 0;
+    last = builtins.elemAt lastSlash 1;
+    m = builtins.match "([^:@]+):([^:@]+)" last;
+  in
+    if builtins.match ".*@.*" ref != null
+    then {
+      name = ref;
+      tag = null;
+    }
+    else if m == null
+    then {
+      name = ref;
+      tag = "latest";
+    }
+    else {
+      name = prefix + builtins.elemAt m 0;
+      tag = builtins.elemAt m 1;
+    };
 
   # CRI-O settings (a fragment of crio.conf) pointing it at our dirs.
   crioSettings = {
@@ -181,6 +256,49 @@ in rec {
     else if runtime == "cri-o"
     then crioSettings {inherit binDir confDir;}
     else throw "unknown runtime ${runtime} (expected \"containerd\" or \"cri-o\")";
+
+  # Static host-gw routing: one route per other node, its pod CIDR via its
+  # address on the shared link. { up; down; } are `ip` argv lists.
+  hostGwRouteCommands = {
+    ip,
+    nodes,
+  }: {
+    up = map (n: [ip "route" "replace" n.podCIDR "via" n.address]) nodes;
+    down = map (n: [ip "route" "del" n.podCIDR "via" n.address]) nodes;
+  };
+
+  # Problems of a host-gw node list ([{ name; address; podCIDR; }]), with
+  # `own` the CIDRs this node hands out itself.
+  hostGwProblems = {
+    where,
+    nodes,
+    own ? [],
+  }: let
+    bad = n: msg: "${where}.${n.name}: ${msg}";
+    one = n:
+      if cidr.parseIp n.address == null
+      then [(bad n "address \"${n.address}\" is not an IP address")]
+      else if cidr.parseCidr n.podCIDR == null
+      then [(bad n "podCIDR \"${n.podCIDR}\" is not a valid CIDR")]
+      else if (cidr.parseIp n.address).family != cidr.cidrFamily n.podCIDR
+      then [(bad n "address ${n.address} and podCIDR ${n.podCIDR} are of different IP families (a route needs a next hop of its own family)")]
+      else
+        filter (m: m != null) (map (o:
+          if cidr.cidrsOverlap n.podCIDR o
+          then bad n "podCIDR ${n.podCIDR} overlaps this node's own range ${o} (services.k8s.cni.host-local.ranges); list only the other nodes"
+          else null)
+        own);
+    pairs = concatMap (i: map (j: [i j]) (genList (x: x) i)) (genList (x: x) (length nodes));
+    clashes = concatMap (p: let
+      a = elemAt nodes (elemAt p 1);
+      b = elemAt nodes (elemAt p 0);
+    in
+      if cidr.cidrsOverlap a.podCIDR b.podCIDR
+      then ["${where}: nodes ${a.name} and ${b.name} have overlapping podCIDRs (${a.podCIDR}, ${b.podCIDR})"]
+      else [])
+    pairs;
+  in
+    concatMap one nodes ++ clashes;
 
   # Command lines of the cri-adapter unit (argv lists).
   criAdapterCommands = {

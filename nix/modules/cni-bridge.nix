@@ -4,10 +4,14 @@
 {
   config,
   lib,
+  pkgs,
   ...
 }: let
   inherit (lib) mkOption mkIf types;
   render = import ../lib/render.nix;
+  inherit (import ../lib/types.nix {inherit lib pkgs;}) jsonObject;
+  net = config.services.k8s.cni.network;
+  inherit (config.services.k8s.cni) flannel;
   cfg = config.services.k8s.cni.bridge;
   where = "services.k8s.cni.bridge";
 
@@ -48,18 +52,21 @@ in {
   imports = [./cni.nix];
 
   options.services.k8s.cni.bridge = {
-    enable = mkOption {
-      type = types.bool;
-      default = false;
-      description = ''
-        Whether the node's network (services.k8s.cni.network) uses the
-        `bridge` plugin as its main plugin. The binary comes from
-        {option}`services.k8s.cni.plugins` (`bridge`: ours by default, or
-        nixpkgs' reference build: same configuration, same kernel state).
-        Options left at null are left out of the configuration, so the
-        plugin's own default applies.
-      '';
-    };
+    enable =
+      lib.mkEnableOption ""
+      // {
+        description = ''
+          Whether the node's network (services.k8s.cni.network) uses the
+          `bridge` plugin as its main plugin. It needs an `ipam` object
+          ({option}`services.k8s.cni.host-local.enable`, or
+          {option}`services.k8s.cni.network.ipam`), unless it is an L2 bridge
+          (`isGateway`, `isDefaultGateway` and `ipMasq` false). The binary comes from
+          {option}`services.k8s.cni.plugins` (`bridge`: ours by default, or
+          nixpkgs' reference build: same configuration, same kernel state).
+          Options left at null are left out of the configuration, so the
+          plugin's own default applies.
+        '';
+      };
 
     bridge = mkOption {
       type = types.strMatching "[^/[:space:]]{1,15}";
@@ -108,12 +115,12 @@ in {
     portIsolation = optBool null "Isolated bridge port (isolated ports talk only to non-isolated ones).";
 
     settings = mkOption {
-      type = types.attrsOf types.anything;
+      type = jsonObject;
       default = {};
       example = {
         dns.nameservers = ["10.96.0.10"];
       };
-      description = "Escape hatch: keys merged (recursively) over the rendered plugin object.";
+      description = "Escape hatch (RFC 42, freeform JSON: lists from several definitions concatenate): keys merged (recursively) over the rendered plugin object.";
     };
 
     plugin = mkOption {
@@ -131,7 +138,18 @@ in {
   };
 
   config = mkIf cfg.enable {
-    services.k8s.cni.network.main = cfg.plugin;
+    services.k8s.cni.network.main =
+      if flannel.enable
+      then
+        render.flannelPlugin {
+          delegate = cfg.plugin;
+          ipam = {
+            type = "host-local";
+            inherit (config.services.k8s.cni.host-local or {dataDir = render.defaultDataDir;}) dataDir;
+          };
+          inherit (flannel) subnetFile dataDir;
+        }
+      else cfg.plugin;
 
     assertions = [
       {
@@ -143,7 +161,11 @@ in {
         message = "${where}.vlanTrunk: each entry needs either `id`, or both `minID` and `maxID` with minID <= maxID.";
       }
       {
-        assertion = cfg.disableContainerInterface != true || (config.services.k8s.cni.network.ipam.type or null) == null;
+        assertion = flannel.enable || (net.ipam.type or null) != null || cfg.disableContainerInterface == true || (cfg.isGateway != true && cfg.isDefaultGateway != true && cfg.ipMasq != true);
+        message = "${where}.enable: the bridge has no IPAM (services.k8s.cni.network.ipam is empty), so isGateway, isDefaultGateway and ipMasq have no address to work with; enable services.k8s.cni.host-local (or set services.k8s.cni.network.ipam), or for an L2 bridge set ${where}.isGateway, isDefaultGateway and ipMasq to false.";
+      }
+      {
+        assertion = cfg.disableContainerInterface != true || (net.ipam.type or null) == null;
         message = "${where}.disableContainerInterface only works on an L2 network: disable services.k8s.cni.host-local (or set services.k8s.cni.network.ipam = { }).";
       }
     ];

@@ -3,12 +3,36 @@
 {
   config,
   lib,
+  pkgs,
   ...
 }: let
   inherit (lib) mkOption mkDefault mkIf types;
   render = import ../lib/render.nix;
+  inherit (import ../lib/types.nix {inherit lib pkgs;}) jsonObject absolutePath;
   cfg = config.services.k8s.cni.host-local;
   where = "services.k8s.cni.host-local";
+
+  # nixpkgs' kubernetes modules: kube-proxy and the controller-manager use
+  # clusterCidr (comma-separated for dual stack) as the pod network.
+  top = config.services.kubernetes or {};
+  clusterCidrs =
+    if (top.clusterCidr or null) == null
+    then []
+    else lib.filter (x: x != "") (map (x: lib.concatStrings (lib.splitString " " x)) (lib.splitString "," top.clusterCidr));
+  usesClusterCidr = (top.proxy.enable or false) || (top.controllerManager.enable or false);
+  kubeletOnly = !usesClusterCidr && (top.kubelet.enable or false);
+  outsideCluster = lib.concatLists (lib.imap0 (i: set:
+    lib.concatLists (lib.imap0 (j: r: let
+      same = lib.filter (c: render.cidr.cidrFamily c == render.cidr.cidrFamily r.subnet) clusterCidrs;
+    in
+      lib.optional (same != [] && render.cidr.cidrFamily r.subnet != null && !(lib.any (render.cidr.cidrWithin r.subnet) same))
+      "${where}.ranges: range set ${toString i}, range ${toString j}: subnet ${r.subnet} is outside services.kubernetes.clusterCidr \"${top.clusterCidr}\", the pod network kube-proxy and the controller-manager use; set services.kubernetes.clusterCidr to a prefix that holds every node's ranges (e.g. \"${
+        if render.cidr.cidrFamily r.subnet == 4
+        then "10.244.0.0/16"
+        else "fd00:10:244::/56"
+      }\"), or pick ranges inside it.")
+    set))
+  ranges);
 
   plain = list: map (lib.filterAttrs (n: _: n != "_module")) list;
   ranges = map plain cfg.ranges;
@@ -62,17 +86,19 @@ in {
   imports = [./cni.nix];
 
   options.services.k8s.cni.host-local = {
-    enable = mkOption {
-      type = types.bool;
-      default = false;
-      description = ''
-        Whether the node's network takes its addresses from `host-local`
-        (rendered into {option}`services.k8s.cni.network.ipam`). The binary
-        comes from {option}`services.k8s.cni.plugins` (`host-local`: ours by
-        default, or nixpkgs' reference build: both read the same
-        configuration and store).
-      '';
-    };
+    enable =
+      lib.mkEnableOption ""
+      // {
+        description = ''
+          Whether the node's network takes its addresses from `host-local`
+          (rendered into {option}`services.k8s.cni.network.ipam`). The binary
+          comes from {option}`services.k8s.cni.plugins` (`host-local`: ours by
+          default, or nixpkgs' reference build: both read the same
+          configuration and store). It only renders the `ipam` object: the
+          network also needs a main plugin ({option}`services.k8s.cni.bridge.enable`
+          or {option}`services.k8s.cni.network.main`), which is checked.
+        '';
+      };
 
     ranges = mkOption {
       type = types.listOf (types.listOf range);
@@ -100,7 +126,7 @@ in {
     };
 
     dataDir = mkOption {
-      type = types.str;
+      type = absolutePath;
       default = render.defaultDataDir;
       example = "/var/lib/cni/networks";
       description = ''
@@ -116,16 +142,16 @@ in {
     };
 
     resolvConf = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr absolutePath;
       default = null;
       example = "/etc/resolv.conf";
-      description = "A resolv.conf whose contents are reported as the result's `dns`.";
+      description = "A resolv.conf on the node (an absolute path) whose contents are reported as the result's `dns`.";
     };
 
     settings = mkOption {
-      type = types.attrsOf types.anything;
+      type = jsonObject;
       default = {};
-      description = "Escape hatch: keys merged (recursively) over the rendered `ipam` object.";
+      description = "Escape hatch (RFC 42, freeform JSON: lists from several definitions concatenate): keys merged (recursively) over the rendered `ipam` object.";
     };
 
     ipam = mkOption {
@@ -142,6 +168,9 @@ in {
 
   config = mkIf cfg.enable {
     services.k8s.cni.network.ipam = mkDefault cfg.ipam;
+    # nixpkgs' kubelet alone does not use clusterCidr, the cluster's
+    # controller-manager (elsewhere) does: a warning.
+    warnings = lib.optionals kubeletOnly outsideCluster;
 
     assertions = let
       problems =
@@ -162,8 +191,12 @@ in {
       problems
       ++ [
         {
-          assertion = lib.hasPrefix "/" cfg.dataDir;
-          message = "${where}.dataDir \"${cfg.dataDir}\" must be an absolute path.";
+          assertion = !usesClusterCidr || outsideCluster == [];
+          message = lib.concatStringsSep "\n" outsideCluster;
+        }
+        {
+          assertion = config.services.k8s.cni.network.main != null;
+          message = "${where}.enable: host-local only renders the `ipam` object, and the network has no main plugin, so no conflist is written; enable services.k8s.cni.bridge (or set services.k8s.cni.network.main).";
         }
       ];
   };

@@ -11,7 +11,8 @@
   render = import ../lib/render.nix;
   cfg = config.services.k8s.cni;
   net = cfg.network;
-  json = types.attrsOf types.anything;
+  inherit (import ../lib/types.nix {inherit lib pkgs;}) jsonObject absolutePath;
+  json = jsonObject;
 
   # The types nixpkgs' `cni-plugins` ships (containernetworking/plugins).
   referenceTypes = ["bandwidth" "dhcp" "firewall" "host-device" "ipvlan" "loopback" "macvlan" "portmap" "ptp" "sbr" "static" "tuning" "vlan" "vrf"];
@@ -36,6 +37,16 @@
           ++ net.extraPlugins;
       };
   fileName = render.conflistFileName {inherit (net) priority name;};
+
+  routeNodes = lib.mapAttrsToList (name: n: {
+    inherit name;
+    inherit (n) address podCIDR;
+  }) (lib.filterAttrs (_: n: n.enable) cfg.routes);
+  routeCommands = render.hostGwRouteCommands {
+    ip = "${pkgs.iproute2}/bin/ip";
+    nodes = routeNodes;
+  };
+  ownRanges = lib.concatMap (map (r: r.subnet)) (config.services.k8s.cni.host-local.ranges or []);
   missingTypes =
     if conflist == null
     then []
@@ -49,11 +60,9 @@ in {
     plugins = mkOption {
       type = types.attrsOf (types.submodule ({name, ...}: {
         options = {
-          enable = mkOption {
-            type = types.bool;
-            default = true;
-            description = "Whether the bin dir provides CNI type `${name}`.";
-          };
+          enable =
+            lib.mkEnableOption "CNI type `${name}` in the bin dir"
+            // {default = true;};
           package = mkOption {
             type = types.package;
             description = "The package whose `bin/<program>` is linked into the bin dir as `${name}`.";
@@ -117,6 +126,75 @@ in {
       '';
     };
 
+    flannel = {
+      enable =
+        lib.mkEnableOption ""
+        // {
+          description = ''
+            flannel mode: the conflist's main plugin is flannel's CNI plugin
+            (`type = "flannel"`, from `services.k8s.cni.plugins.flannel`,
+            `pkgs.cni-plugin-flannel` by default), which reads the node's
+            subnet from flannel's subnet.env and delegates to our `bridge`
+            (the options of {option}`services.k8s.cni.bridge`, which must be
+            enabled) with a `host-local` IPAM (our
+            {option}`services.k8s.cni.plugins.host-local`, reservations in
+            {option}`services.k8s.cni.host-local.dataDir`). flannel routes
+            between nodes; our plugins attach each pod. The runtime reads the
+            conflist from our conf dir and execs from our bin dir as usual.
+            `services.k8s.cni.host-local.enable` must be off (flannel decides
+            the ranges); `ipMasq` and `mtu` are left to flannel.
+          '';
+        };
+      subnetFile = mkOption {
+        type = absolutePath;
+        default = "/run/flannel/subnet.env";
+        description = "flannel's subnet.env (written by the flannel daemon).";
+      };
+      dataDir = mkOption {
+        type = absolutePath;
+        default = "/var/lib/cni/flannel";
+        description = "Where flannel's CNI plugin keeps each pod's delegate configuration.";
+      };
+    };
+
+    routes = mkOption {
+      type = types.attrsOf (types.submodule {
+        options = {
+          enable =
+            lib.mkEnableOption "the route to this node"
+            // {default = true;};
+          address = mkOption {
+            type = types.str;
+            example = "192.168.1.12";
+            description = "The node's address on the link this node shares with it: the next hop for its pods.";
+          };
+          podCIDR = mkOption {
+            type = types.str;
+            example = "10.244.2.0/24";
+            description = "The pod range of that node (its host-local ranges); same IP family as `address`.";
+          };
+        };
+      });
+      default = {};
+      example = literalExpression ''
+        {
+          node2 = { address = "192.168.1.12"; podCIDR = "10.244.2.0/24"; };
+          node3 = { address = "192.168.1.13"; podCIDR = "10.244.3.0/24"; };
+          node3-v6 = { address = "fd00:1::13"; podCIDR = "fd00:10:244:3::/64"; };
+        }
+      '';
+      description = ''
+        Static host-gw routing, no daemon and no overlay: the other nodes of
+        the cluster, each with its address on a link shared with this node
+        and its pod range. `k8s-cni-routes.service` installs one route per
+        node (`ip route replace <podCIDR> via <address>`) before kubelet and
+        the runtime start, and removes them when stopped. All nodes must be
+        on one L2 segment (a next hop must be directly reachable). Checked:
+        addresses and CIDRs parse, families agree, no podCIDR overlaps
+        another or this node's own host-local ranges.
+      '';
+    };
+
     network = {
       name = mkOption {
         type = types.str;
@@ -156,11 +234,9 @@ in {
         '';
       };
       portmap = {
-        enable = mkOption {
-          type = types.bool;
-          default = true;
-          description = "Whether to chain the `portmap` plugin (pods' `hostPort`) after the main plugin.";
-        };
+        enable =
+          lib.mkEnableOption "the `portmap` plugin (pods' `hostPort`), chained after the main plugin"
+          // {default = true;};
         settings = mkOption {
           type = json;
           default = {};
@@ -207,18 +283,63 @@ in {
   };
 
   config = lib.mkMerge [
+    (mkIf (routeNodes != []) {
+      assertions =
+        map (message: {
+          assertion = false;
+          inherit message;
+        }) (render.hostGwProblems {
+          where = "services.k8s.cni.routes";
+          nodes = routeNodes;
+          own = ownRanges;
+        });
+      systemd.services.k8s-cni-routes = {
+        description = "k8s-shims: static routes to the other nodes' pods (host-gw)";
+        wantedBy = ["multi-user.target"];
+        wants = ["network-online.target"];
+        after = ["network-online.target"];
+        before = ["kubelet.service" "containerd.service" "crio.service"];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = map lib.escapeShellArgs routeCommands.up;
+          # `-` : a route already gone is no failure.
+          ExecStop = map (c: "-" + lib.escapeShellArgs c) routeCommands.down;
+        };
+      };
+    })
     {
       services.k8s.cni.plugins =
         lib.genAttrs referenceTypes (_: {package = mkDefault pkgs.cni-plugins;})
         // {
           bridge.package = mkDefault config.services.k8s.packages.bridge;
           host-local.package = mkDefault config.services.k8s.packages.host-local;
+        }
+        // lib.optionalAttrs cfg.flannel.enable {
+          flannel.package = mkDefault pkgs.cni-plugin-flannel;
         };
     }
+    (mkIf cfg.flannel.enable {
+      assertions = [
+        {
+          assertion = config.services.k8s.cni.bridge.enable or false;
+          message = "services.k8s.cni.flannel.enable: flannel mode delegates to our bridge; set services.k8s.cni.bridge.enable = true.";
+        }
+        {
+          assertion = !(config.services.k8s.cni.host-local.enable or false);
+          message = "services.k8s.cni.flannel.enable: in flannel mode flannel gives each node its subnet (subnet.env) and host-local allocates from it, so services.k8s.cni.host-local.ranges are not used; set services.k8s.cni.host-local.enable = false.";
+        }
+      ];
+      warnings = lib.optional (!(config.services.kubernetes.flannel.enable or false) && !(config.services.flannel.enable or false)) "services.k8s.cni.flannel.enable: no flannel daemon is enabled on this node (services.kubernetes.flannel.enable or services.flannel.enable), so nothing writes ${cfg.flannel.subnetFile} unless you run flannel otherwise; pods cannot start without it.";
+    })
     (mkIf (conflist != null) {
       environment.etc."${lib.removePrefix "/etc/" cfg.confDir}/${fileName}".text = builtins.toJSON conflist;
 
       assertions = [
+        {
+          assertion = cfg.flannel.enable || !(config.services.kubernetes.flannel.enable or false);
+          message = "services.k8s.cni.network: services.kubernetes.flannel.enable is on (services.kubernetes.roles turns it on at mkDefault) next to our conflist: flannel would route its own subnets of services.kubernetes.clusterCidr while our host-local hands out other addresses, and the 11-flannel.conf kubelet writes is not read by the runtime; set services.kubernetes.flannel.enable = false and route pod traffic between nodes otherwise (services.k8s.cni.routes for static host-gw routes), or keep flannel and set services.k8s.cni.flannel.enable = true (flannel mode: flannel's plugin delegates to our bridge and host-local).";
+        }
         {
           assertion = missingTypes == [];
           message = "services.k8s.cni.network: the conflist uses CNI type(s) ${lib.concatStringsSep ", " missingTypes}, which the bin dir does not provide; set services.k8s.cni.plugins.<type>.package (and enable) for each.";

@@ -4,13 +4,9 @@
   pkgs,
   ...
 }: let
-  inherit (lib) mkOption types literalExpression;
   ours = name:
-    mkOption {
-      type = types.package;
-      default = pkgs.k8s-shims.${name} or (throw "services.k8s.packages.${name} has no value: import the k8s-shims flake's nixosModules (they set it), apply its overlays.default (pkgs.k8s-shims), or set it yourself");
-      defaultText = literalExpression "pkgs.k8s-shims.${name}";
-      description = "Our `${name}` build (a package with `bin/${name}`). Set by the flake's modules, or taken from `pkgs.k8s-shims` when the flake's `overlays.default` is applied.";
+    lib.mkPackageOption pkgs ["k8s-shims" name] {
+      extraDescription = "Our `${name}` build (a package with `bin/${name}`). The flake's nixosModules set it (from `pkgs.k8s-shims` when the flake's `overlays.default` is applied, else built with the node's pkgs); with neither, set it yourself.";
     };
 in {
   key = "k8s-shims:common";

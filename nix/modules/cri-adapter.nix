@@ -10,6 +10,7 @@
 }: let
   inherit (lib) mkOption mkIf mkMerge mkDefault mkBefore mkForce mkOverride types literalExpression;
   render = import ../lib/render.nix;
+  inherit (import ../lib/types.nix {inherit lib pkgs;}) absolutePath;
   cfg = config.services.k8s.cri;
   cni = config.services.k8s.cni;
   where = "services.k8s.cri";
@@ -28,8 +29,42 @@
     if isContainerd
     then "containerd"
     else "crio";
-  kubelet = config.services.kubernetes.kubelet or {};
+  top = config.services.kubernetes or {};
+  kubelet = top.kubelet or {};
   kubeletEnabled = kubelet.enable or false;
+  dnsAddon = top.addons.dns or {};
+  ourKubelet = config.services.k8s.kubelet or {};
+
+  # nixpkgs' kubelet seeds its images with containerd's `ctr`; on a CRI-O
+  # node we take that over: nothing goes to `ctr`, `cri-adapter seed`
+  # imports the same images (our pause archive, named pauseImage.name, and
+  # the DNS addon's coredns).
+  takeOverSeeding = kubeletEnabled && !isContainerd;
+  takenOver = lib.optional (takeOverSeeding && (dnsAddon.enable or false)) (pkgs.dockerTools.pullImage dnsAddon.coredns);
+  pause = cfg.pauseImage;
+  pauseRef = render.imageNameTag pause.name;
+  seeded = cfg.seedImages ++ lib.optional (pause.archive != null) pause.archive ++ takenOver;
+
+  # containerd: the config version the file declares (none = 1), and what
+  # the package reads.
+  ctrd = config.virtualisation.containerd.settings or {};
+  fileVersion = ctrd.version or 1;
+  ctrdVersion = pkgs.containerd.version or null;
+  grpcCri = ctrd.plugins."io.containerd.grpc.v1.cri" or {};
+  # Keys a version 3 file no longer reads under grpc.v1.cri (ignoring
+  # `cni`: nixpkgs' containerd module always writes cni.bin_dir there, and
+  # ours are in the version 3 place).
+  movedInV3 = lib.filter (k: grpcCri ? ${k}) ["sandbox_image" "containerd" "registry"];
+
+  # The sandbox image the runtime's settings end up with (from whichever
+  # module wrote it), for the agreement assertion.
+  effectivePause =
+    if isContainerd
+    then
+      if cfg.containerd.configVersion >= 3
+      then config.virtualisation.containerd.settings.plugins."io.containerd.cri.v1.images".pinned_images.sandbox or null
+      else config.virtualisation.containerd.settings.plugins."io.containerd.grpc.v1.cri".sandbox_image or null
+    else config.virtualisation.cri-o.settings.crio.image.pause_image or null;
 
   commands = render.criAdapterCommands {
     adapter = lib.getExe' cfg.package "cri-adapter";
@@ -37,7 +72,7 @@
     endpoint = cfg.runtimeEndpoint;
     timeout = cfg.waitTimeout;
     network = cni.network.conflist != null;
-    images = cfg.seedImages;
+    images = seeded;
     serveSocket =
       if cfg.serve.enable
       then cfg.serve.socket
@@ -50,18 +85,18 @@ in {
   imports = [./cni.nix];
 
   options.services.k8s.cri = {
-    enable = mkOption {
-      type = types.bool;
-      default = false;
-      description = ''
-        Whether to run a CRI runtime for kubelet: nixpkgs'
-        `virtualisation.containerd` or `virtualisation.cri-o`, configured
-        through their `settings` to use {option}`services.k8s.cni.binDir` and
-        {option}`services.k8s.cni.confDir`, and a `k8s-cri-adapter` unit that
-        waits until the runtime answers and seeds images, ordered before
-        kubelet.
-      '';
-    };
+    enable =
+      lib.mkEnableOption ""
+      // {
+        description = ''
+          Whether to run a CRI runtime for kubelet: nixpkgs'
+          `virtualisation.containerd` or `virtualisation.cri-o`, configured
+          through their `settings` to use {option}`services.k8s.cni.binDir` and
+          {option}`services.k8s.cni.confDir`, and a `k8s-cri-adapter` unit that
+          waits until the runtime answers and seeds images, ordered before
+          kubelet.
+        '';
+      };
 
     runtime = mkOption {
       type = types.enum ["containerd" "cri-o"];
@@ -80,11 +115,16 @@ in {
       type = types.enum [2 3];
       default = 2;
       description = ''
-        The layout of containerd's config our settings are written in: 2
-        (`plugins."io.containerd.grpc.v1.cri".cni`), which nixpkgs' module
-        uses (`settings.version = 2`) and containerd 2.x migrates, or 3
-        (`plugins."io.containerd.cri.v1.runtime".cni`) for a containerd module
-        that writes `version = 3`.
+        The layout of containerd's config our settings are written in. It
+        must be the `version` the config file declares
+        (`virtualisation.containerd.settings.version`; containerd reads every
+        other layout's keys as unknown and ignores them), and this is checked:
+        2 (`plugins."io.containerd.grpc.v1.cri"`: `cni`, `sandbox_image`),
+        what nixpkgs' module writes and containerd 2.x migrates at start; or
+        3 (`plugins."io.containerd.cri.v1.runtime".cni`,
+        `plugins."io.containerd.cri.v1.images".pinned_images.sandbox`), for
+        containerd 2.x only, together with
+        `virtualisation.containerd.settings.version = lib.mkForce 3`.
       '';
     };
 
@@ -92,14 +132,81 @@ in {
       type = types.listOf (types.either types.package types.path);
       default = [];
       example = literalExpression ''
-        [ (pkgs.dockerTools.buildImage { name = "pause"; tag = "latest"; config.Entrypoint = [ "/pause" ]; }) ]
+        [ (pkgs.dockerTools.pullImage { imageName = "registry.k8s.io/coredns/coredns"; imageDigest = "sha256:..."; sha256 = "..."; finalImageTag = "v1.12.0"; }) ]
       '';
       description = ''
         Image archives (docker-archive or OCI tarballs, optionally gzipped)
         imported into the runtime by `cri-adapter seed` before kubelet starts,
-        for either runtime (nixpkgs' `kubelet.seedDockerImages` works with
-        containerd only).
+        for either runtime. The pause image is seeded from
+        {option}`services.k8s.cri.pauseImage.archive`; do not list it here.
+        On a CRI-O node, nixpkgs' `services.kubernetes.kubelet.seedDockerImages`
+        (which imports with containerd's `ctr`) is taken over: list your own
+        images here, not there.
       '';
+    };
+
+    seededImages = mkOption {
+      type = types.listOf (types.either types.package types.path);
+      readOnly = true;
+      default = seeded;
+      defaultText = literalExpression "seedImages ++ [ pauseImage.archive ] ++ <the DNS addon's coredns on a CRI-O node with nixpkgs' kubelet>";
+      description = ''
+        Every archive `cri-adapter seed` imports (read-only): `seedImages`,
+        the pause archive, and, on a CRI-O node with nixpkgs' kubelet, the
+        images that kubelet would have imported with `ctr` (the DNS addon's
+        coredns; its pause image is ours, see `pauseImage`).
+      '';
+    };
+
+    pauseImage = {
+      name = mkOption {
+        type = types.strMatching "[^[:space:]]+";
+        default = "docker.io/library/pause:latest";
+        example = "registry.k8s.io/pause:3.10";
+        description = ''
+          The pod sandbox (pause) image: one value written to the runtime
+          (containerd's `sandbox_image`, or `pinned_images.sandbox` in config
+          version 3; CRI-O's `pause_image` through
+          `virtualisation.cri-o.pauseImage`), passed to nixpkgs' kubelet
+          (`--pod-infra-container-image`, so image GC keeps it) and used as
+          the name of {option}`services.k8s.cri.pauseImage.archive`. The
+          default is what nixpkgs' kubelet module seeds (`pause:latest`),
+          fully qualified so both runtimes read it the same way.
+        '';
+      };
+      package = mkOption {
+        type = types.nullOr types.package;
+        default =
+          if ourKubelet.enable or false
+          then ourKubelet.package.pause or null
+          else if kubeletEnabled
+          then top.package.pause or null
+          else null;
+        defaultText = literalExpression "the `pause` output of services.k8s.kubelet.package, or of services.kubernetes.package with nixpkgs' kubelet, else null";
+        description = ''
+          A package with `bin/pause`, built into the image archive
+          {option}`services.k8s.cri.pauseImage.archive`. null: no archive is
+          built (the runtime pulls `pauseImage.name` from its registry).
+        '';
+      };
+      archive = mkOption {
+        type = types.nullOr (types.either types.package types.path);
+        default =
+          if pause.package == null
+          then null
+          else
+            pkgs.dockerTools.buildImage {
+              inherit (pauseRef) name tag;
+              copyToRoot = [pause.package];
+              config.Entrypoint = ["/bin/pause"];
+            };
+        defaultText = literalExpression "an image named pauseImage.name holding pauseImage.package, or null";
+        description = ''
+          The pause image archive `cri-adapter seed` imports before kubelet
+          starts (its image name must be {option}`services.k8s.cri.pauseImage.name`).
+          null: nothing is seeded for the sandbox.
+        '';
+      };
     };
 
     waitTimeout = mkOption {
@@ -109,20 +216,21 @@ in {
     };
 
     serve = {
-      enable = mkOption {
-        type = types.bool;
-        default = false;
-        description = ''
-          Whether to run `cri-adapter serve`, a CRI passthrough on a stable
-          socket in front of the runtime; {option}`services.k8s.cri.endpoint`
-          (and so kubelet) then points at it. Clients must send `:authority
-          localhost` (kubelet 1.31 and later do; older kubelets do not). kubelet
-          recognises CRI-O by an endpoint ending in `run/crio/crio.sock`, so
-          serving in front of CRI-O changes how kubelet collects stats.
-        '';
-      };
+      enable =
+        lib.mkEnableOption ""
+        // {
+          description = ''
+            Whether to run `cri-adapter serve`, a CRI passthrough on a stable
+            socket in front of the runtime; {option}`services.k8s.cri.endpoint`
+            (and so kubelet) then points at it. Clients must send `:authority
+            localhost` (kubelet 1.31 and later do; older kubelets do not). kubelet
+            recognises CRI-O by an endpoint ending in `run/crio/crio.sock`, so
+            serving in front of CRI-O changes how kubelet collects stats.
+            kubelet then requires (not only wants) the serve unit.
+          '';
+        };
       socket = mkOption {
-        type = types.str;
+        type = absolutePath;
         default = "/run/k8s-shims/cri.sock";
         description = "The socket `cri-adapter serve` listens on.";
       };
@@ -163,12 +271,16 @@ in {
           message = "${where}: the runtime execs the CNI `loopback` plugin for every pod; keep services.k8s.cni.plugins.loopback enabled.";
         }
         {
-          assertion = lib.hasPrefix "/" cfg.serve.socket;
-          message = "${where}.serve.socket \"${cfg.serve.socket}\" must be an absolute path.";
+          assertion = isContainerd || (kubelet.seedDockerImages or []) == [];
+          message = "${where}: services.kubernetes.kubelet.seedDockerImages is forced non-empty on a CRI-O node, but nixpkgs' kubelet imports it with containerd's `ctr`, which this node does not run; remove that override and list the images in services.k8s.cri.seedImages (`cri-adapter seed` imports them into CRI-O).";
         }
         {
-          assertion = isContainerd || (kubelet.seedDockerImages or []) == [];
-          message = "${where}: services.kubernetes.kubelet.seedDockerImages imports with containerd's `ctr`, which a CRI-O node does not have; list the images in services.k8s.cri.seedImages instead.";
+          assertion = effectivePause == pause.name;
+          message = "${where}: the runtime's pause image is ${builtins.toJSON effectivePause} but services.k8s.cri.pauseImage.name is \"${pause.name}\"; set services.k8s.cri.pauseImage.name instead of ${
+            if isContainerd
+            then "containerd's sandbox_image"
+            else "virtualisation.cri-o.pauseImage"
+          } (one value for the runtime, kubelet and the seeded archive).";
         }
       ];
 
@@ -218,17 +330,41 @@ in {
     })
 
     (mkIf isContainerd {
+      assertions = [
+        {
+          assertion = fileVersion == cfg.containerd.configVersion;
+          message =
+            if cfg.containerd.configVersion == 3
+            then "${where}.containerd.configVersion = 3, but containerd's config file says version = ${toString fileVersion} (nixpkgs' containerd module writes 2), so containerd would ignore our `io.containerd.cri.v1.runtime` and `io.containerd.cri.v1.images` keys and use /opt/cni/bin and /etc/cni/net.d: keep ${where}.containerd.configVersion = 2 (containerd 2.x migrates it), or also set virtualisation.containerd.settings.version = lib.mkForce 3."
+            else "${where}.containerd.configVersion = ${toString cfg.containerd.configVersion}, but containerd's config file says version = ${toString fileVersion}, so containerd would ignore our `io.containerd.grpc.v1.cri` keys: set ${where}.containerd.configVersion = ${toString fileVersion}.";
+        }
+        {
+          assertion = cfg.containerd.configVersion < 3 || ctrdVersion == null || lib.versionAtLeast ctrdVersion "2.0";
+          message = "${where}.containerd.configVersion = 3 needs containerd 2.0 or later, but pkgs.containerd is ${toString ctrdVersion}: set ${where}.containerd.configVersion = 2.";
+        }
+      ];
+      warnings = lib.optional (fileVersion >= 3 && movedInV3 != []) "virtualisation.containerd.settings.plugins.\"io.containerd.grpc.v1.cri\" sets ${lib.concatStringsSep ", " movedInV3}, which a version ${toString fileVersion} config no longer reads there (nixpkgs' kubernetes module writes them at mkDefault for version 2); set them under plugins.\"io.containerd.cri.v1.runtime\" / \"io.containerd.cri.v1.images\" instead, and clear these with lib.mkForce { }.";
       virtualisation.containerd.enable = true;
       virtualisation.containerd.settings =
         lib.mapAttrsRecursive (_: mkModuleDefault)
         (render.containerdSettings {
           inherit (cni) binDir confDir;
           inherit (cfg.containerd) configVersion;
+          sandboxImage = pause.name;
+          # kubelet (ours and nixpkgs') uses the systemd cgroup driver.
+          systemdCgroup = true;
         });
+    })
+
+    (mkIf takeOverSeeding {
+      # Above nixpkgs' plain definitions (its pause image, the DNS addon's
+      # coredns), below mkForce: see `seededImages`.
+      services.kubernetes.kubelet.seedDockerImages = mkOverride 60 [];
     })
 
     (mkIf (!isContainerd) {
       virtualisation.cri-o.enable = true;
+      virtualisation.cri-o.pauseImage = mkModuleDefault pause.name;
       virtualisation.cri-o.settings.crio.network = {
         network_dir = mkModuleDefault cni.confDir;
         # Ours first: CRI-O takes a type from the first dir that has it, and
@@ -246,8 +382,23 @@ in {
 
     (mkIf kubeletEnabled {
       services.kubernetes.kubelet.containerRuntimeEndpoint = mkDefault cfg.endpoint;
+      # After nixpkgs' own `--pod-infra-container-image=pause`: the last one wins.
+      services.kubernetes.kubelet.extraOpts = "--pod-infra-container-image=${pause.name}";
+      assertions = [
+        {
+          assertion = kubelet.containerRuntimeEndpoint == cfg.endpoint;
+          message = "${where}: services.kubernetes.kubelet.containerRuntimeEndpoint is \"${kubelet.containerRuntimeEndpoint}\", but this node's CRI endpoint is \"${cfg.endpoint}\" (services.k8s.cri.endpoint, ${
+            if cfg.serve.enable
+            then "cri-adapter serve in front of ${cfg.runtime}"
+            else cfg.runtime
+          }); remove your definition (the module sets it), or change services.k8s.cri.runtime / serve.";
+        }
+      ];
+      # kubelet's endpoint is the serve socket: without that unit kubelet
+      # has no runtime, so it is required, not only wanted.
       systemd.services.kubelet = {
         wants = units;
+        requires = lib.optional cfg.serve.enable "k8s-cri-adapter-serve.service";
         after = units;
       };
     })

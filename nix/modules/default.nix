@@ -6,5 +6,6 @@
     ./cni-host-local.nix
     ./cni-bridge.nix
     ./cri-adapter.nix
+    ./kubelet.nix
   ];
 }

@@ -6,7 +6,7 @@
 #   nix-instantiate --eval --strict --json --store dummy:// nix/tests/flake-eval.nix \
 #     --arg lib 'import <nixpkgs lib dir>'
 {lib}: let
-  fake = import ./fake-pkgs.nix;
+  fake = import ./fake-pkgs.nix {inherit lib;};
   inherit (fake) drv;
   systems = ["x86_64-linux" "aarch64-linux"];
 
@@ -73,7 +73,7 @@
   # The flake's own modules: default, plus the single ones again (a user
   # may import both): everything must be declared once.
   m = outputs.nixosModules;
-  together = evalWith [m.default m.cni-bridge m.cni-host-local m.cri-adapter] node;
+  together = evalWith [m.default m.cni-bridge m.cni-host-local m.cri-adapter m.kubelet] node;
   # Without the overlay's pkgs.k8s-shims the flake's modules build ours
   # with the node's pkgs.
   noOverlay =
@@ -83,6 +83,45 @@
     })
     .config;
   overlaid = outputs.overlays.default pkgs pkgs;
+
+  # The VM tests' node configurations, evaluated against the stand-ins (plus
+  # the two NixOS options only the tests set): their assertions must pass.
+  vmStubs = {
+    options.environment.systemPackages = lib.mkOption {
+      type = lib.types.listOf lib.types.package;
+      default = [];
+    };
+    options.virtualisation.memorySize = lib.mkOption {
+      type = lib.types.ints.positive;
+      default = 1024;
+    };
+    options.networking.firewall.enable = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+    };
+  };
+  # What runNixOSTest passes as `nodes` (only what the tests read).
+  vmNodes = {
+    node1.networking.primaryIPAddress = "192.168.1.1";
+    node2.networking.primaryIPAddress = "192.168.1.2";
+  };
+  failedIn = module: let
+    cfg =
+      (lib.evalModules {
+        modules = [./stubs.nix vmStubs module];
+        specialArgs = {
+          inherit pkgs;
+          nodes = vmNodes;
+        };
+      })
+      .config;
+  in {
+    failed = map (a: a.message) (lib.filter (a: !a.assertion) cfg.assertions);
+    routes = cfg.systemd.services.k8s-cni-routes.serviceConfig.ExecStart or [];
+  };
+  vmNodeAssertions =
+    lib.genAttrs ["vm-containerd" "vm-crio"] (n: (failedIn outputs.checks.x86_64-linux.${n}.test.nodes.machine).failed)
+    // lib.mapAttrs' (name: m: lib.nameValuePair "vm-host-gw-${name}" (failedIn m)) outputs.checks.x86_64-linux.vm-host-gw.test.nodes;
   src = ps.bridge.args.src;
   root = toString ../..;
   keep = rel: src.filter "${root}/${rel}" "regular";
@@ -102,7 +141,8 @@
     togetherBridge = together.services.k8s.cni.pluginPaths.bridge;
     noOverlayBridge = noOverlay.services.k8s.cni.pluginPaths.bridge;
     overlay = builtins.attrNames overlaid.k8s-shims;
-    vmTests = map (n: outputs.checks.x86_64-linux.${n}.test.name) ["vm-containerd" "vm-crio"];
+    vmTests = map (n: outputs.checks.x86_64-linux.${n}.test.name) ["vm-containerd" "vm-crio" "vm-host-gw"];
+    inherit vmNodeAssertions;
     examples = lib.mapAttrs (_: s: builtins.length s.args.modules) outputs.nixosConfigurations;
     formatter = outputs.formatter.x86_64-linux.name;
   };
@@ -115,9 +155,9 @@
   failures = lib.concatLists [
     (expect "outputs" (r.outputs == ["checks" "devShells" "formatter" "nixosConfigurations" "nixosModules" "overlays" "packages"]))
     (expect "packages" (r.packages == ["bridge" "cri-adapter" "default" "host-local"]))
-    (expect "nixosModules" (r.nixosModules == ["cni-bridge" "cni-host-local" "cri-adapter" "default"]))
+    (expect "nixosModules" (r.nixosModules == ["cni-bridge" "cni-host-local" "cri-adapter" "default" "kubelet"]))
     (expect "nixosConfigurations" (r.nixosConfigurations == ["containerd-node" "crio-node"]))
-    (expect "checks" (lib.all (c: builtins.elem c r.checks) ["bridge" "cri-adapter" "host-local" "module-eval" "vm-containerd" "vm-crio" "example-containerd-node" "example-crio-node"]))
+    (expect "checks" (lib.all (c: builtins.elem c r.checks) ["bridge" "cri-adapter" "host-local" "module-eval" "vm-containerd" "vm-crio" "vm-host-gw" "example-containerd-node" "example-crio-node"]))
     (expect "bridge package: cni profile, one crate, no sandbox tests" (r.bridgeArgs.buildType == "cni" && r.bridgeArgs.cargoBuildFlags == ["-p" "cni-bridge" "--bin" "bridge"] && !r.bridgeArgs.doCheck))
     (expect "host-local package" (r.hostLocalArgs
       == {
@@ -146,7 +186,20 @@
     (expect "modules with the overlay: pkgs.k8s-shims" (r.togetherBridge == "${fake.k8s-shims.bridge}/bin/bridge"))
     (expect "modules without the overlay: ours built with the node's pkgs" (r.noOverlayBridge == "${ps.bridge}/bin/bridge"))
     (expect "overlay" (lib.all (n: builtins.elem n r.overlay) ["all" "bridge" "cri-adapter" "host-local"]))
-    (expect "vm tests" (r.vmTests == ["k8s-shims-containerd" "k8s-shims-cri-o"]))
+    (expect "vm tests" (r.vmTests == ["k8s-shims-containerd" "k8s-shims-cri-o" "k8s-shims-host-gw"]))
+    (expect "vm test nodes evaluate with no failed assertion; host-gw nodes route to each other" (r.vmNodeAssertions
+      == {
+        vm-containerd = [];
+        vm-crio = [];
+        vm-host-gw-node1 = {
+          failed = [];
+          routes = ["${fake.iproute2}/bin/ip route replace 10.244.2.0/24 via 192.168.1.2"];
+        };
+        vm-host-gw-node2 = {
+          failed = [];
+          routes = ["${fake.iproute2}/bin/ip route replace 10.244.1.0/24 via 192.168.1.1"];
+        };
+      }))
     (expect "examples" (r.examples
       == {
         containerd-node = 3;

@@ -11,10 +11,12 @@
   ...
 }: let
   inherit (lib) mkOption mkDefault mkOptionDefault mkIf types;
-  # Like pkgs.formats.toml's type: lists concatenate, attrsets merge.
+  # The type nixpkgs declares for pkgs.formats.toml (the type of
+  # virtualisation.containerd.settings and virtualisation.cri-o.settings):
+  # no null (TOML has none), lists concatenate, attrsets merge.
   tomlValue = let
     v =
-      types.nullOr (types.oneOf [types.bool types.int types.float types.str types.path (types.attrsOf v) (types.listOf v)])
+      types.oneOf [types.bool types.int types.float types.str types.path (types.attrsOf v) (types.listOf v)]
       // {description = "TOML value";};
   in
     v;
@@ -91,7 +93,7 @@ in {
         default = false;
       };
       settings = mkOption {
-        type = types.attrsOf tomlValue;
+        type = tomlValue;
         default = {};
       };
     };
@@ -100,9 +102,52 @@ in {
         type = types.bool;
         default = false;
       };
+      pauseImage = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+      };
       settings = mkOption {
-        type = types.attrsOf tomlValue;
+        type = tomlValue;
         default = {};
+      };
+    };
+    services.kubernetes.roles = mkOption {
+      type = types.listOf (types.enum ["master" "node"]);
+      default = [];
+    };
+    services.kubernetes.clusterCidr = mkOption {
+      type = types.nullOr types.str;
+      default = "10.1.0.0/16";
+    };
+    services.kubernetes.flannel.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    services.kubernetes.proxy.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    services.kubernetes.controllerManager.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    services.kubernetes.package = mkOption {
+      type = types.package;
+      default = pkgs.kubernetes;
+    };
+    services.kubernetes.addons.dns = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+      };
+      coredns = mkOption {
+        type = types.attrs;
+        default = {
+          imageName = "coredns/coredns";
+          imageDigest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+          finalImageTag = "1.10.1";
+          sha256 = "0000000000000000000000000000000000000000000000000000";
+        };
       };
     };
     services.kubernetes.kubelet = {
@@ -113,6 +158,10 @@ in {
       containerRuntimeEndpoint = mkOption {
         type = types.str;
         default = "unix:///run/containerd/containerd.sock";
+      };
+      extraOpts = mkOption {
+        type = types.separatedString " ";
+        default = "";
       };
       seedDockerImages = list types.package;
     };
@@ -128,15 +177,52 @@ in {
     })
     # nixpkgs' CRI-O module.
     (mkIf config.virtualisation.cri-o.enable {
+      virtualisation.cri-o.settings.crio.image.pause_image = mkIf (config.virtualisation.cri-o.pauseImage != null) config.virtualisation.cri-o.pauseImage;
       virtualisation.cri-o.settings.crio.network.plugin_dirs = ["${pkgs.cni-plugins}/bin"];
       environment.etc."cni/net.d/10-crio-bridge.conflist".text = "{}";
       environment.etc."cni/net.d/99-loopback.conflist".text = "{}";
     })
-    # nixpkgs' kubernetes module, for a kubelet node.
+    # nixpkgs' kubernetes default.nix: roles.
+    (mkIf (builtins.elem "master" k8s.roles) {
+      services.kubernetes.controllerManager.enable = mkDefault true;
+      services.kubernetes.proxy.enable = mkDefault true;
+      services.kubernetes.kubelet.enable = mkDefault true;
+    })
+    (mkIf (builtins.elem "node" k8s.roles) {
+      services.kubernetes.proxy.enable = mkDefault true;
+      services.kubernetes.kubelet.enable = mkDefault true;
+    })
+    (mkIf (k8s.roles != []) {
+      services.kubernetes.flannel.enable = mkDefault true;
+    })
+    # nixpkgs' kubernetes modules, for a kubelet node: default.nix (the
+    # containerd defaults, the DNS addon on), kubelet.nix (its pause
+    # image), addons/dns.nix (coredns).
     (mkIf k8s.kubelet.enable {
       virtualisation.containerd.enable = mkDefault true;
-      virtualisation.containerd.settings.plugins."io.containerd.grpc.v1.cri".cni.bin_dir = mkDefault "/opt/cni/bin";
+      virtualisation.containerd.settings = {
+        version = mkDefault 2;
+        plugins."io.containerd.grpc.v1.cri" = {
+          sandbox_image = mkDefault "pause:latest";
+          cni.bin_dir = mkDefault "/opt/cni/bin";
+          containerd.runtimes.runc = {
+            runtime_type = mkDefault "io.containerd.runc.v2";
+            options.SystemdCgroup = mkDefault true;
+          };
+        };
+      };
+      services.kubernetes.addons.dns.enable = mkDefault true;
+      services.kubernetes.kubelet.seedDockerImages = [
+        (pkgs.dockerTools.buildImage {
+          name = "pause";
+          tag = "latest";
+          copyToRoot = [k8s.package.pause];
+        })
+      ];
       systemd.services.kubelet.after = ["containerd.service"];
+    })
+    (mkIf k8s.addons.dns.enable {
+      services.kubernetes.kubelet.seedDockerImages = [(pkgs.dockerTools.pullImage k8s.addons.dns.coredns)];
     })
   ];
 }

@@ -41,13 +41,14 @@ in {
   nodes.machine = {lib, ...}: {
     imports = [self.nixosModules.default example];
     virtualisation.memorySize = 2048;
-    services.k8s.cri.seedImages = [pause];
-    virtualisation.containerd.settings.plugins."io.containerd.grpc.v1.cri".sandbox_image = lib.mkIf (runtime == "containerd") pauseRef;
-    virtualisation.cri-o.settings.crio.image = lib.mkIf (runtime == "cri-o") {
-      pause_image = pauseRef;
-      # "" runs the image's own entrypoint.
-      pause_command = "";
+    # One pause image for the runtime (sandbox_image / pause_image) and
+    # cri-adapter seed.
+    services.k8s.cri.pauseImage = {
+      name = pauseRef;
+      archive = pause;
     };
+    # "" runs the image's own entrypoint.
+    virtualisation.cri-o.settings.crio.image.pause_command = lib.mkIf (runtime == "cri-o") "";
     environment.systemPackages = [pkgs.cri-tools pkgs.jq pkgs.iproute2];
   };
 
