@@ -16,6 +16,11 @@ use tokio::sync::Mutex;
 
 pub(super) type Body = BoxBody<Bytes, hyper::Error>;
 
+/// Per-stream receive window, both towards the runtime and towards clients.
+pub(super) const STREAM_WINDOW: u32 = 1 << 20;
+/// Connection receive window: HTTP/2's maximum (RFC 9113 section 6.9.1).
+pub(super) const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+
 /// The runtime side: one shared HTTP/2 connection, re-made when it breaks.
 #[derive(Debug)]
 pub struct Upstream {
@@ -32,8 +37,15 @@ async fn connect(path: &Path) -> Result<SendRequest<Incoming>, String> {
         .await
         .map_err(|e| format!("connect {}: {e}", path.display()))?;
     let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(4 << 20)
-        .initial_connection_window_size(8 << 20)
+        // Every client's calls share this connection. A stream whose client
+        // stops reading keeps the data it was sent, and with it that much
+        // of the connection's window: with the window no larger than a few
+        // streams' (as it was), three stalled reads stopped every other
+        // call. The connection window is HTTP/2's largest, so only the
+        // per-stream window (which bounds what one stalled stream holds in
+        // memory) limits a stream.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP/2 handshake with {}: {e}", path.display()))?;

