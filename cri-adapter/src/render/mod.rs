@@ -2,6 +2,9 @@
 //! node's CNI directories and sandbox image. Output is deterministic: the
 //! same inputs give the same bytes.
 
+mod containerd;
+mod crio;
+
 use crate::endpoint::Runtime;
 use anyhow::{bail, Result};
 use std::fmt::Write;
@@ -93,91 +96,8 @@ pub fn render(i: &RenderInput) -> Result<String> {
     }
     let mut o = String::from(HEADER);
     match i.runtime {
-        Runtime::Containerd => {
-            let top = |o: &mut String| {
-                if let Some(r) = &i.root {
-                    let _ = writeln!(o, "root = {}", q(r));
-                }
-                if let Some(s) = &i.state {
-                    let _ = writeln!(o, "state = {}", q(s));
-                }
-                if let Some(a) = &i.address {
-                    let _ = write!(o, "\n[grpc]\n  address = {}\n", q(a));
-                }
-            };
-            match i.schema {
-                ContainerdSchema::V2 => {
-                    if i.cni_bin_dirs.len() > 1 {
-                        bail!(
-                            "containerd 1.x takes one CNI bin dir; assemble one directory (got {})",
-                            i.cni_bin_dirs.len()
-                        );
-                    }
-                    o.push_str("version = 2\n");
-                    top(&mut o);
-                    let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
-                    let _ = write!(
-                        o,
-                        "\n[{cri}]\n  sandbox_image = {}\n  restrict_oom_score_adj = {}\n\
-                         \n[{cri}.cni]\n  bin_dir = {}\n  conf_dir = {}\n\
-                         \n[{cri}.containerd]\n  default_runtime_name = \"runc\"\n\
-                         \n[{cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
-                         \n[{cri}.containerd.runtimes.runc.options]\n  SystemdCgroup = {}\n",
-                        q(&i.sandbox_image),
-                        i.restrict_oom_score_adj,
-                        q(&i.cni_bin_dirs[0]),
-                        q(&i.cni_conf_dir),
-                        i.systemd_cgroup,
-                    );
-                }
-                ContainerdSchema::V3 => {
-                    o.push_str("version = 3\n");
-                    top(&mut o);
-                    let rt = "plugins.\"io.containerd.cri.v1.runtime\"";
-                    let img = "plugins.\"io.containerd.cri.v1.images\"";
-                    let dirs = if i.cni_bin_dirs.len() == 1 {
-                        format!("bin_dir = {}", q(&i.cni_bin_dirs[0]))
-                    } else {
-                        // containerd 2.1 and later take a list.
-                        format!("bin_dirs = {}", list(&i.cni_bin_dirs))
-                    };
-                    let _ = write!(
-                        o,
-                        "\n[{img}.pinned_images]\n  sandbox = {}\n\
-                         \n[{rt}]\n  restrict_oom_score_adj = {}\n\
-                         \n[{rt}.cni]\n  {dirs}\n  conf_dir = {}\n\
-                         \n[{rt}.containerd]\n  default_runtime_name = \"runc\"\n\
-                         \n[{rt}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
-                         \n[{rt}.containerd.runtimes.runc.options]\n  SystemdCgroup = {}\n",
-                        q(&i.sandbox_image),
-                        i.restrict_oom_score_adj,
-                        q(&i.cni_conf_dir),
-                        i.systemd_cgroup,
-                    );
-                }
-            }
-        }
-        Runtime::CriO => {
-            if i.root.is_some() || i.state.is_some() || i.address.is_some() {
-                bail!("--root, --state and --address are containerd settings");
-            }
-            // A drop-in for /etc/crio/crio.conf.d/; CRI-O merges it over its
-            // main configuration.
-            let _ = write!(
-                o,
-                "[crio.image]\npause_image = {}\n\
-                 \n[crio.network]\nnetwork_dir = {}\nplugin_dirs = {}\n\
-                 \n[crio.runtime]\ncgroup_manager = {}\n",
-                q(&i.sandbox_image),
-                q(&i.cni_conf_dir),
-                list(&i.cni_bin_dirs),
-                q(if i.systemd_cgroup {
-                    "systemd"
-                } else {
-                    "cgroupfs"
-                }),
-            );
-        }
+        Runtime::Containerd => containerd::render(i, &mut o)?,
+        Runtime::CriO => crio::render(i, &mut o)?,
     }
     Ok(o)
 }
