@@ -77,6 +77,11 @@ enum Cmd {
         json: bool,
     },
     /// Print the runtime's configuration for this node (deterministic).
+    ///
+    /// containerd: a whole config.toml (schema v2 or v3). CRI-O: a drop-in for
+    /// /etc/crio/crio.conf.d/ that CRI-O starts with as it is (conmon_cgroup
+    /// matches the cgroup manager; the runc handler table is complete, since a
+    /// later drop-in's table replaces an earlier one whole).
     Render {
         /// containerd or cri-o.
         #[arg(long)]
@@ -84,30 +89,53 @@ enum Cmd {
         /// containerd schema: v2 (containerd 1.x) or v3 (containerd 2.x).
         #[arg(long, value_enum, default_value = "v2")]
         containerd_schema: Schema,
-        /// CNI configuration directory.
+        /// CNI configuration directory (CRI-O: network_dir).
         #[arg(long, default_value = "/etc/cni/net.d")]
         cni_conf_dir: String,
-        /// CNI plugin directory; repeat for several (containerd 1.x takes one).
+        /// CNI plugin directory; repeat for several (containerd 1.x takes one;
+        /// CRI-O: plugin_dirs).
         #[arg(long = "cni-bin-dir", default_value = "/opt/cni/bin")]
         cni_bin_dirs: Vec<String>,
-        /// Sandbox (pause) image.
-        #[arg(long, default_value = "registry.k8s.io/pause:3.9")]
+        /// Sandbox (pause) image (CRI-O: pause_image).
+        #[arg(
+            long,
+            alias = "pause-image",
+            default_value = "registry.k8s.io/pause:3.9"
+        )]
         sandbox_image: String,
         /// Clamp pod OOM scores (needed where CAP_SYS_RESOURCE is missing).
+        /// CRI-O has no such setting: `true` is refused for it, and so is `auto`
+        /// on a host without CAP_SYS_RESOURCE (its pods would all fail there).
         #[arg(long, value_enum, default_value = "auto")]
         restrict_oom_score_adj: OomChoice,
-        /// Use the systemd cgroup driver.
+        /// Use the systemd cgroup driver (CRI-O: cgroup_manager "systemd" with
+        /// conmon in system.slice; else cgroupfs with conmon in the pod).
         #[arg(long)]
         systemd_cgroup: bool,
-        /// containerd persistent state directory.
+        /// containerd: persistent state directory (root). CRI-O: the storage
+        /// root ([crio] root).
         #[arg(long)]
         root: Option<String>,
-        /// containerd runtime state directory.
-        #[arg(long)]
+        /// containerd: runtime state directory (state). CRI-O: the storage run
+        /// root ([crio] runroot).
+        #[arg(long, alias = "runroot")]
         state: Option<String>,
-        /// containerd gRPC socket path.
-        #[arg(long)]
+        /// containerd: gRPC socket path ([grpc] address). CRI-O: its CRI socket
+        /// ([crio.api] listen).
+        #[arg(long, alias = "listen")]
         address: Option<String>,
+        /// CRI-O only: containers-storage driver ([crio] storage_driver, e.g.
+        /// overlay or vfs).
+        #[arg(long)]
+        storage_driver: Option<String>,
+        /// CRI-O only: runc binary (runtime_path of the runc handler; default:
+        /// runc from CRI-O's PATH).
+        #[arg(long)]
+        runc_path: Option<String>,
+        /// CRI-O only: runc's state directory (runtime_root of the runc
+        /// handler; default /run/runc).
+        #[arg(long)]
+        runc_root: Option<String>,
         /// Write here instead of stdout (atomically).
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -231,13 +259,11 @@ async fn run(cli: Cli) -> Result<()> {
             root,
             state,
             address,
+            storage_driver,
+            runc_path,
+            runc_root,
             output,
         } => {
-            let restrict = match restrict_oom_score_adj {
-                OomChoice::True => true,
-                OomChoice::False => false,
-                OomChoice::Auto => !render::has_cap_sys_resource(),
-            };
             let text = render::render(&render::RenderInput {
                 runtime,
                 schema: match containerd_schema {
@@ -247,11 +273,19 @@ async fn run(cli: Cli) -> Result<()> {
                 cni_conf_dir,
                 cni_bin_dirs,
                 sandbox_image,
-                restrict_oom_score_adj: restrict,
+                oom: match restrict_oom_score_adj {
+                    OomChoice::True => render::OomScoreAdj::Restrict,
+                    OomChoice::False => render::OomScoreAdj::Unrestricted,
+                    OomChoice::Auto => render::OomScoreAdj::Auto,
+                },
+                host_has_cap_sys_resource: render::has_cap_sys_resource(),
                 systemd_cgroup,
                 root,
                 state,
                 address,
+                storage_driver,
+                runc_path,
+                runc_root,
             })?;
             match output {
                 Some(p) => write_atomically(&p, &text)?,

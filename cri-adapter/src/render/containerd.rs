@@ -6,6 +6,15 @@ use std::fmt::Write;
 
 /// Appends containerd's configuration for `i` to `o`.
 pub(super) fn render(i: &RenderInput, o: &mut String) -> Result<()> {
+    for (flag, set) in [
+        ("--storage-driver", i.storage_driver.is_some()),
+        ("--runc-path", i.runc_path.is_some()),
+        ("--runc-root", i.runc_root.is_some()),
+    ] {
+        if set {
+            bail!("{flag} is a CRI-O setting (containerd: choose the snapshotter and runtime in containerd's own config)");
+        }
+    }
     let top = |o: &mut String| {
         if let Some(r) = &i.root {
             let _ = writeln!(o, "root = {}", q(r));
@@ -36,7 +45,7 @@ pub(super) fn render(i: &RenderInput, o: &mut String) -> Result<()> {
                  \n[{cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
                  \n[{cri}.containerd.runtimes.runc.options]\n  SystemdCgroup = {}\n",
                 q(&i.sandbox_image),
-                i.restrict_oom_score_adj,
+                i.restrict_oom(),
                 q(&i.cni_bin_dirs[0]),
                 q(&i.cni_conf_dir),
                 i.systemd_cgroup,
@@ -62,7 +71,7 @@ pub(super) fn render(i: &RenderInput, o: &mut String) -> Result<()> {
                  \n[{rt}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
                  \n[{rt}.containerd.runtimes.runc.options]\n  SystemdCgroup = {}\n",
                 q(&i.sandbox_image),
-                i.restrict_oom_score_adj,
+                i.restrict_oom(),
                 q(&i.cni_conf_dir),
                 i.systemd_cgroup,
             );
