@@ -13,7 +13,7 @@ mod wait;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use endpoint::{default_socket, socket_path, Runtime, RuntimeChoice};
+use endpoint::{Runtime, RuntimeChoice};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -140,11 +140,13 @@ enum Cmd {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// Block until CRI Version answers and Status reports RuntimeReady and NetworkReady.
+    /// Block until CRI Version answers and Status reports RuntimeReady and
+    /// NetworkReady, steadily (see --settle-ms).
     Wait {
-        /// containerd or cri-o (selects the default endpoint).
+        /// containerd, cri-o, or auto (selects the default endpoint; auto: the
+        /// first known runtime socket that exists, waited for).
         #[arg(long, default_value = "containerd")]
-        runtime: Runtime,
+        runtime: RuntimeChoice,
         /// The runtime endpoint (unix:///path); default: the runtime's socket.
         #[arg(long)]
         endpoint: Option<String>,
@@ -154,12 +156,18 @@ enum Cmd {
         /// Do not require NetworkReady (e.g. before the CNI config exists).
         #[arg(long)]
         no_network: bool,
+        /// Readiness must hold this long (two ready answers this far apart)
+        /// before it counts: CRI-O reports NetworkReady until its first CNI
+        /// poll, about 500 ms after start.
+        #[arg(long, default_value_t = 1000)]
+        settle_ms: u64,
     },
     /// Import OCI or docker image archives (plain or gzip) so the runtime has them without a registry.
     Seed {
-        /// containerd or cri-o.
+        /// containerd, cri-o, or auto (ask CRI Version on --endpoint, or probe
+        /// the known sockets).
         #[arg(long, default_value = "containerd")]
-        runtime: Runtime,
+        runtime: RuntimeChoice,
         /// The runtime endpoint (unix:///path).
         #[arg(long)]
         endpoint: Option<String>,
@@ -172,9 +180,13 @@ enum Cmd {
         /// containerd snapshotter to unpack into.
         #[arg(long, default_value = "overlayfs")]
         snapshotter: String,
-        /// CRI-O: print the skopeo commands instead of running them.
+        /// CRI-O: print the skopeo commands instead of running them (CRI-O is
+        /// still asked for its store).
         #[arg(long)]
         dry_run: bool,
+        /// CRI-O: the skopeo binary.
+        #[arg(long, default_value = "skopeo")]
+        skopeo: PathBuf,
         /// Archives to import.
         #[arg(required = true)]
         archives: Vec<PathBuf>,
@@ -187,9 +199,10 @@ enum Cmd {
         /// The runtime endpoint (unix:///path); default: the runtime's socket.
         #[arg(long)]
         upstream: Option<String>,
-        /// containerd or cri-o (selects the default upstream).
+        /// containerd, cri-o, or auto (selects the default upstream; auto: the
+        /// first known runtime socket that exists).
         #[arg(long, default_value = "containerd")]
-        runtime: Runtime,
+        runtime: RuntimeChoice,
         /// Longest wait for a down runtime (seconds): per connection in splice
         /// mode, per call without a deadline in h2 mode.
         #[arg(long, default_value_t = 60)]
@@ -199,10 +212,6 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "splice")]
         mode: ServeMode,
     },
-}
-
-fn endpoint_or_default(endpoint: Option<&str>, rt: Runtime) -> Result<PathBuf> {
-    socket_path(endpoint.unwrap_or(default_socket(rt))).map_err(anyhow::Error::msg)
 }
 
 fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
@@ -297,16 +306,33 @@ async fn run(cli: Cli) -> Result<()> {
             endpoint,
             timeout,
             no_network,
+            settle_ms,
         } => {
-            let socket = endpoint_or_default(endpoint.as_deref(), runtime)?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+            // With auto and no endpoint, the runtime may not have made its
+            // socket yet: look again until the deadline.
+            let socket = loop {
+                match detect::socket_for(runtime, endpoint.as_deref()) {
+                    Ok(s) => break s,
+                    Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
             let require: &[&str] = if no_network {
                 &["RuntimeReady"]
             } else {
                 &["RuntimeReady", "NetworkReady"]
             };
-            wait::wait(&socket, require, Duration::from_secs(timeout)).await?;
+            wait::wait(
+                &socket,
+                require,
+                deadline,
+                Duration::from_secs(timeout),
+                Duration::from_millis(settle_ms),
+            )
+            .await?;
             tracing::info!(endpoint = %socket.display(), "runtime ready");
-            let _ = wait::sd_notify("READY=1");
+            wait::notify_ready();
         }
         Cmd::Seed {
             runtime,
@@ -315,9 +341,11 @@ async fn run(cli: Cli) -> Result<()> {
             namespace,
             snapshotter,
             dry_run,
+            skopeo,
             archives,
         } => {
-            let socket = endpoint_or_default(endpoint.as_deref(), runtime)?;
+            let (runtime, socket) =
+                detect::resolve(runtime, endpoint.as_deref(), Duration::from_secs(5)).await?;
             let opts = seed::SeedOptions {
                 runtime,
                 cri_socket: socket.clone(),
@@ -325,6 +353,7 @@ async fn run(cli: Cli) -> Result<()> {
                 namespace,
                 snapshotter,
                 dry_run,
+                skopeo,
             };
             let mut out = std::io::stdout().lock();
             for a in &archives {
@@ -340,7 +369,7 @@ async fn run(cli: Cli) -> Result<()> {
             max_wait,
             mode,
         } => {
-            let up = endpoint_or_default(upstream.as_deref(), runtime)?;
+            let up = detect::socket_for(runtime, upstream.as_deref())?;
             let upstream = Arc::new(serve::Upstream::new(up, Duration::from_secs(max_wait)));
             serve::serve(
                 &listen,

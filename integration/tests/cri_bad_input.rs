@@ -228,6 +228,45 @@ async fn broken_archives_leave_nothing_behind() {
     ]);
     std::fs::write(&conf, saved).unwrap();
     adapter_ok(&["wait", "--endpoint", &cd.endpoint(), "--timeout", "20"]);
+
+    // `--runtime auto` wherever a runtime is chosen; a NOTIFY_SOCKET that
+    // cannot be reached is logged at warn, and `wait` still succeeds.
+    let nobody = dir.join("no-systemd.sock");
+    let out = adapter_env(
+        &[
+            "wait",
+            "--runtime",
+            "auto",
+            "--endpoint",
+            &cd.endpoint(),
+            "--timeout",
+            "20",
+        ],
+        &[("NOTIFY_SOCKET", nobody.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), "");
+    assert_mentions(
+        &out.stderr_str(),
+        &["WARN", "cannot notify systemd", nobody.to_str().unwrap()],
+    );
+    let out = adapter_ok(&[
+        "seed",
+        "--runtime",
+        "auto",
+        "--endpoint",
+        &cd.endpoint(),
+        dir.join("busybox.oci.tar").to_str().unwrap(),
+    ]);
+    assert!(out.ends_with(" present\n"), "{out}");
+    let listen = dir.join("auto-serve.sock");
+    let s = Serve::start(&listen, &cd.socket, &["--runtime", "auto"]);
+    let v = runtime_client(channel(&s.socket).await)
+        .version(k8s_cri::v1::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.runtime_name, "containerd");
 }
 
 #[test]
@@ -495,29 +534,48 @@ fn crio_seed_dry_run_prints_skopeo_commands() {
         oci::gzip(&pause.renamed("me/pause:x").oci_archive(Naming::Annotated)),
     )
     .unwrap();
-    let missing_sock = dir.path().join("crio.sock");
+    // CRI-O names its store over its socket: a fake answering like it.
+    let sock = dir.path().join("crio.sock");
+    fake_crio_http(
+        &sock,
+        r#"{"storage_driver":"vfs","storage_root":"/srv/crio/storage","cgroup_driver":"cgroupfs"}"#,
+        "[crio]\n  root = \"/srv/crio/storage\"\n  runroot = \"/run/crio-x/storage\"\n  storage_driver = \"vfs\"\n  [crio.api]\n    listen = \"/run/crio-x/crio.sock\"\n",
+    );
     let out = adapter_ok(&[
         "seed",
         "--runtime",
         "cri-o",
         "--endpoint",
-        &unix(&missing_sock),
+        &unix(&sock),
         "--dry-run",
         oci_path.to_str().unwrap(),
         docker_path.to_str().unwrap(),
         gz_path.to_str().unwrap(),
     ]);
+    let store = "containers-storage:[vfs@/srv/crio/storage+/run/crio-x/storage]";
     assert_eq!(
         out,
         format!(
-            "skopeo copy oci-archive:{} containers-storage:registry.k8s.io/pause:3.6\n\
-             skopeo copy docker-archive:{} containers-storage:docker.io/library/busybox:1.36\n\
-             skopeo copy oci-archive:{} containers-storage:docker.io/me/pause:x\n",
+            "skopeo copy oci-archive:{} {store}registry.k8s.io/pause:3.6\n\
+             skopeo copy docker-archive:{} {store}docker.io/library/busybox:1.36\n\
+             skopeo copy oci-archive:{} {store}docker.io/me/pause:x\n",
             oci_path.display(),
             docker_path.display(),
             gz_path.display(),
         )
     );
+    // No CRI-O: the store cannot be named, so nothing is guessed.
+    let missing = dir.path().join("missing.sock");
+    let err = adapter_fails(&[
+        "seed",
+        "--runtime",
+        "cri-o",
+        "--endpoint",
+        &unix(&missing),
+        "--dry-run",
+        oci_path.to_str().unwrap(),
+    ]);
+    assert_mentions(&err, &["asking CRI-O at", "missing.sock", "/info"]);
     // The archive is still checked in a dry run.
     let anon = write(
         dir.path(),
