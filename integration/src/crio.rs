@@ -186,11 +186,16 @@ impl Crio {
                 },
             }],
         });
+        // Atomically: CRI-O watches the directory and must never read half
+        // a file.
+        let tmp = self.tmp.path().join("10-podnet.conflist.tmp");
         std::fs::write(
-            self.cni_conf_dir.join("10-podnet.conflist"),
+            &tmp,
             serde_json::to_vec_pretty(&conflist).expect("conflist"),
         )
         .expect("write conflist");
+        std::fs::rename(&tmp, self.cni_conf_dir.join("10-podnet.conflist"))
+            .expect("move conflist into place");
     }
 
     /// Starts CRI-O (`--config` an empty file, `--config-dir` ours) and

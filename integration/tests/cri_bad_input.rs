@@ -556,9 +556,9 @@ fn crio_seed_dry_run_prints_skopeo_commands() {
     assert_eq!(
         out,
         format!(
-            "skopeo copy oci-archive:{} {store}registry.k8s.io/pause:3.6\n\
-             skopeo copy docker-archive:{} {store}docker.io/library/busybox:1.36\n\
-             skopeo copy oci-archive:{} {store}docker.io/me/pause:x\n",
+            "skopeo copy oci:<layout of image 0 of {}>:image {store}registry.k8s.io/pause:3.6\n\
+             skopeo copy oci:<layout of image 0 of {}>:image {store}docker.io/library/busybox:1.36\n\
+             skopeo copy oci:<layout of image 0 of {}>:image {store}docker.io/me/pause:x\n",
             oci_path.display(),
             docker_path.display(),
             gz_path.display(),

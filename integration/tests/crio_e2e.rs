@@ -291,3 +291,141 @@ async fn wait_seed_and_pod() {
     .unwrap();
     assert!(c.ipam().ip_names().is_empty(), "address {ip} not released");
 }
+
+/// Every file name under `dir`, recursively (the store's state).
+fn tree(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.insert(p.to_string_lossy().into_owned());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn small_image(name: &str) -> oci::ImageDef {
+    oci::ImageDef {
+        name: name.into(),
+        entrypoint: Vec::new(),
+        cmd: vec!["/marker".into()],
+        env: Vec::new(),
+        layer: oci::layer_tar(&[oci::Entry::File {
+            path: "marker".into(),
+            data: format!("{name}\n").into_bytes(),
+            mode: 0o644,
+        }]),
+        diff_id_override: None,
+    }
+}
+
+/// gzip docker archives and multi-image docker and OCI archives import
+/// every image; an archive whose second layer is not a tar fails and leaves
+/// CRI-O's store as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CRIO_BIN: a real CRI-O"]
+async fn seed_every_archive_format() {
+    need_crio();
+    let mut c = Crio::prepare("crio-fmt");
+    c.spawn();
+    assert!(c.alive(), "CRI-O did not start:\n{}", c.log_text());
+    adapter_ok(&[
+        "wait",
+        "--runtime",
+        "cri-o",
+        "--endpoint",
+        &c.endpoint(),
+        "--no-network",
+        "--timeout",
+        "30",
+    ]);
+    let dir = c.tmp.path().join("archives");
+    std::fs::create_dir_all(&dir).unwrap();
+    let names: Vec<String> = (1..=5)
+        .map(|i| format!("example.com/k8s-shims/fmt{i}:v{i}"))
+        .collect();
+    let img = |i: usize| small_image(&names[i]);
+    let write = |file: &str, data: Vec<u8>| {
+        let p = dir.join(file);
+        std::fs::write(&p, data).unwrap();
+        p
+    };
+    let gz_docker = write("one.docker.tar.gz", oci::gzip(&img(0).docker_archive()));
+    let multi_docker = write(
+        "two.docker.tar",
+        oci::multi_docker_archive(&[img(1), img(2)]),
+    );
+    let multi_oci = write(
+        "two.oci.tar.gz",
+        oci::gzip(&oci::multi_oci_archive(&[img(3), img(4)])),
+    );
+    let out = adapter(&[
+        "seed",
+        "--runtime",
+        "cri-o",
+        "--endpoint",
+        &c.endpoint(),
+        gz_docker.to_str().unwrap(),
+        multi_docker.to_str().unwrap(),
+        multi_oci.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "seed failed: {}\n--- CRI-O ---\n{}",
+        out.stderr_str(),
+        c.log_text()
+    );
+    let stdout = out.stdout_str();
+    let got: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        got,
+        names.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{stdout}"
+    );
+    assert!(stdout.lines().all(|l| l.ends_with(" imported")), "{stdout}");
+    let mut images = image_client(channel(&c.socket).await);
+    for n in &names {
+        let st = images
+            .image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: n.clone(),
+                    ..ImageSpec::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(st.image.is_some(), "CRI ImageStatus does not find {n}");
+    }
+
+    // Second layer not a tar: refused before the store is touched.
+    let before = tree(&c.storage_root);
+    let first = oci::layer_tar(&[oci::Entry::File {
+        path: "first".into(),
+        data: format!("first layer {}\n", std::process::id()).into_bytes(),
+        mode: 0o644,
+    }]);
+    let bad = write(
+        "bad.docker.tar",
+        oci::two_layer_docker_archive("example.com/k8s-shims/bad:1", &first, &vec![b'x'; 4096]),
+    );
+    let out = adapter(&[
+        "seed",
+        "--runtime",
+        "cri-o",
+        "--endpoint",
+        &c.endpoint(),
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "a bad archive was imported");
+    assert_mentions(&out.stderr_str(), &["layer 1", "tar", "bad.docker.tar"]);
+    assert_eq!(tree(&c.storage_root), before, "the store changed");
+}

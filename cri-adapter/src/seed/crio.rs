@@ -10,11 +10,14 @@
 //! - `GET /config`: the effective configuration as TOML, whose `[crio]`
 //!   table holds `runroot` (not in `/info`).
 //!
-//! The destination is then `containers-storage:[driver@root+runroot]name`.
+//! The destination is then `containers-storage:[driver@root+runroot]name`,
+//! the source each image as its own OCI layout (see [`oci_layout`]).
 
 use super::archive::{normalize, ArchiveImage};
+use super::oci_layout;
 use super::{cri_image_id, SeedOptions};
 use crate::client;
+use anyhow::Context;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -190,22 +193,26 @@ pub fn discover_store(socket: &Path, timeout: Duration) -> Result<Store, StoreEr
     })
 }
 
-/// The skopeo command importing `img` of `archive` into `store`.
-fn skopeo_command(archive: &Path, img: &ArchiveImage, store: &Store) -> Vec<String> {
-    let transport = if img.oci_layout {
-        "oci-archive"
-    } else {
-        "docker-archive"
-    };
+/// The skopeo command importing the OCI layout `layout` into `store` as
+/// `name`.
+fn skopeo_command(layout: &str, name: &str, store: &Store) -> Vec<String> {
     vec![
         "skopeo".into(),
         "copy".into(),
-        format!("{transport}:{}", archive.display()),
-        store.reference(&normalize(&img.name)),
+        format!("oci:{layout}:{}", oci_layout::REF),
+        store.reference(name),
     ]
 }
 
 /// Imports `images` of `archive` into CRI-O's store; a line per image.
+///
+/// Each image is checked (every layer a tar matching its diff_id), written
+/// as its own OCI layout in a scratch directory, and copied with
+/// `skopeo copy oci:DIR:image containers-storage:[driver@root+runroot]NAME`.
+/// So gzip and multi-image archives work like any other, and a bad archive
+/// fails before the store is touched. (A skopeo killed half-way can still
+/// leave layers without an image behind; CRI-O's image GC does not remove
+/// those.)
 pub(super) async fn import_crio(
     opts: &SeedOptions,
     archive: &Path,
@@ -216,10 +223,14 @@ pub(super) async fn import_crio(
         tokio::task::spawn_blocking(move || discover_store(&socket, Duration::from_secs(5)))
             .await??;
     let mut lines = Vec::new();
-    for img in images {
+    for (i, img) in images.iter().enumerate() {
         let name = normalize(&img.name);
-        let cmd = skopeo_command(archive, img, &store);
         if opts.dry_run {
+            let cmd = skopeo_command(
+                &format!("<layout of image {i} of {}>", archive.display()),
+                &name,
+                &store,
+            );
             lines.push(cmd.join(" "));
             continue;
         }
@@ -229,6 +240,19 @@ pub(super) async fn import_crio(
                 continue;
             }
         }
+        let scratch = tempfile::Builder::new()
+            .prefix("cri-adapter-seed-")
+            .tempdir_in(super::scratch_dir())
+            .context("creating a scratch directory")?;
+        let layout = scratch.path().to_path_buf();
+        let image = img.clone();
+        tokio::task::spawn_blocking(move || {
+            oci_layout::check_layers(&image)?;
+            oci_layout::write_layout(&layout, &image)
+        })
+        .await?
+        .with_context(|| format!("{name} of {}", archive.display()))?;
+        let cmd = skopeo_command(&scratch.path().to_string_lossy(), &name, &store);
         // stdout carries only our results: skopeo's progress goes to stderr.
         let st = Command::new(&opts.skopeo)
             .args(&cmd[1..])
@@ -244,6 +268,7 @@ pub(super) async fn import_crio(
         if !st.success() {
             anyhow::bail!("{} failed: {st}", cmd.join(" "));
         }
+        drop(scratch);
         let id = cri_image_id(&opts.cri_socket, &name).await?;
         lines.push(format!("{name} {id} imported"));
     }

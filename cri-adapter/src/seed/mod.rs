@@ -19,6 +19,7 @@
 mod archive;
 mod containerd;
 mod crio;
+mod oci_layout;
 
 use crate::client;
 use crate::endpoint::Runtime;
@@ -77,6 +78,14 @@ pub async fn seed(opts: &SeedOptions, archive: &Path) -> Result<Vec<String>> {
         Runtime::CriO => lines = crio::import_crio(opts, archive, &images).await?,
     }
     Ok(lines)
+}
+
+/// Where `seed` writes scratch data (an inflated gzip archive, per-image
+/// OCI layouts): `$TMPDIR`, else `/var/tmp` (on disk, unlike a tmpfs `/tmp`).
+fn scratch_dir() -> PathBuf {
+    std::env::var_os("TMPDIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from)
 }
 
 /// CRI `ImageStatus` of `name`, retried for a few seconds: containerd's CRI
