@@ -73,6 +73,25 @@ fn rendered_drop_in_starts_crio_and_old_one_does_not() {
     assert_eq!(v["runtime"], "cri-o", "{out}");
     assert_eq!(v["runtimeName"], "cri-o", "{out}");
     eprintln!("CRI-O version: {}", v["runtimeVersion"]);
+    // serve in front of it, both modes, with --runtime auto and the
+    // upstream given: Version answers through it.
+    for mode in ["splice", "h2"] {
+        let listen = c.tmp.path().join(format!("serve-{mode}.sock"));
+        let s = Serve::start(&listen, &c.socket, &["--runtime", "auto", "--mode", mode]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let name = rt.block_on(async {
+            runtime_client(channel(&s.socket).await)
+                .version(k8s_cri::v1::VersionRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .runtime_name
+        });
+        assert_eq!(name, "cri-o", "serve --mode {mode}");
+    }
 }
 
 /// wait, seed and a pod against a real CRI-O.
