@@ -7,6 +7,7 @@ mod client;
 mod detect;
 mod endpoint;
 mod render;
+mod runc_wrapper;
 mod seed;
 mod serve;
 mod wait;
@@ -136,6 +137,13 @@ enum Cmd {
         /// handler; default /run/runc).
         #[arg(long)]
         runc_root: Option<String>,
+        /// CRI-O only: the cri-adapter-runc wrapper (a symlink with that name
+        /// to cri-adapter), made the runc handler's runtime_path when OOM
+        /// scores must be clamped (CRI-O has no setting for it); the wrapper
+        /// raises a container's oom_score_adj to its own, then runs runc from
+        /// PATH (or $CRI_ADAPTER_RUNC).
+        #[arg(long)]
+        runc_wrapper: Option<String>,
         /// Write here instead of stdout (atomically).
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -271,6 +279,7 @@ async fn run(cli: Cli) -> Result<()> {
             storage_driver,
             runc_path,
             runc_root,
+            runc_wrapper,
             output,
         } => {
             let text = render::render(&render::RenderInput {
@@ -295,6 +304,7 @@ async fn run(cli: Cli) -> Result<()> {
                 storage_driver,
                 runc_path,
                 runc_root,
+                runc_wrapper,
             })?;
             match output {
                 Some(p) => write_atomically(&p, &text)?,
@@ -386,6 +396,15 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    let mut args = std::env::args_os();
+    if args
+        .next()
+        .is_some_and(|a| runc_wrapper::invoked_as_wrapper(&a))
+    {
+        // Only returns when runc could not be started.
+        eprintln!("{}", runc_wrapper::run(args.collect()));
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     tracing_subscriber::fmt()

@@ -168,6 +168,31 @@ impl Crio {
         .collect()
     }
 
+    /// Re-renders our drop-in with OOM scores clamped by the
+    /// `cri-adapter-runc` wrapper (a symlink to our binary in the temporary
+    /// directory) instead of plain runc; returns the wrapper's path.
+    pub fn render_with_wrapper(&self) -> PathBuf {
+        let wrapper = self.tmp.path().join("cri-adapter-runc");
+        symlink(crate::cri::adapter_bin(), &wrapper).expect("symlink the wrapper");
+        let mut args = self.render_args();
+        let at = args
+            .iter()
+            .position(|a| a == "--restrict-oom-score-adj")
+            .expect("oom flag");
+        args[at + 1] = "true".into();
+        let at = args
+            .iter()
+            .position(|a| a == "--runc-path")
+            .expect("runc flag");
+        args.drain(at..at + 2);
+        args.extend([
+            "--runc-wrapper".into(),
+            wrapper.to_string_lossy().into_owned(),
+        ]);
+        adapter_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        wrapper
+    }
+
     /// Writes the pod network's conflist (our bridge and host-local).
     pub fn write_conflist(&self) {
         let conflist = serde_json::json!({

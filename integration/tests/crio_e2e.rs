@@ -448,3 +448,67 @@ async fn seed_every_archive_format() {
     assert_mentions(&out.stderr_str(), &["layer 1", "tar", "bad.docker.tar"]);
     assert_eq!(tree(&c.storage_root), before, "the store changed");
 }
+
+/// With `--restrict-oom-score-adj true --runc-wrapper`, a pod with an infra
+/// container (oom_score_adj -998) starts even on a host without
+/// CAP_SYS_RESOURCE: the wrapper clamps the score to its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CRIO_BIN: a real CRI-O"]
+async fn oom_clamping_wrapper_lets_infra_containers_start() {
+    need_crio();
+    let mut c = Crio::prepare("crio-oom");
+    let wrapper = c.render_with_wrapper();
+    let conf = std::fs::read_to_string(c.conf_dir.join("10-k8s-shims.conf")).unwrap();
+    assert!(
+        conf.contains(&format!("runtime_path = \"{}\"", wrapper.display())),
+        "{conf}"
+    );
+    c.write_conflist();
+    c.spawn();
+    assert!(c.alive(), "CRI-O did not start:\n{}", c.log_text());
+    adapter_ok(&["wait", "--endpoint", &c.endpoint(), "--timeout", "30"]);
+    let dir = c.tmp.path().join("archives");
+    std::fs::create_dir_all(&dir).unwrap();
+    let pause = oci::pause_image().write_oci(&dir, "pause.oci.tar");
+    adapter_ok(&[
+        "seed",
+        "--runtime",
+        "cri-o",
+        "--endpoint",
+        &c.endpoint(),
+        pause.to_str().unwrap(),
+    ]);
+    // Default namespace options: a pod-level PID namespace, so CRI-O runs
+    // an infra container with oom_score_adj -998.
+    let mut rt = runtime_client(channel(&c.socket).await);
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("oom-pod", &c.pod_logs)),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n--- CRI-O ---\n{}", c.log_text()))
+        .into_inner()
+        .pod_sandbox_id;
+    let st = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(st.state, k8s_cri::v1::PodSandboxState::SandboxReady as i32);
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}

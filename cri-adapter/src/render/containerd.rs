@@ -10,6 +10,7 @@ pub(super) fn render(i: &RenderInput, o: &mut String) -> Result<()> {
         ("--storage-driver", i.storage_driver.is_some()),
         ("--runc-path", i.runc_path.is_some()),
         ("--runc-root", i.runc_root.is_some()),
+        ("--runc-wrapper", i.runc_wrapper.is_some()),
     ] {
         if set {
             bail!("{flag} is a CRI-O setting (containerd: choose the snapshotter and runtime in containerd's own config)");

@@ -22,7 +22,8 @@ const MONITOR_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 /// The annotation CRI-O's default runc handler allows.
 const SECCOMP_BPF_HOOK: &str = "io.containers.trace-syscall";
 
-/// Refuses an OOM setting CRI-O cannot honour.
+/// Whether the runc handler must be the `cri-adapter-runc` wrapper, or an
+/// error for an OOM setting CRI-O cannot honour without it.
 ///
 /// CRI-O has no counterpart of containerd's `restrict_oom_score_adj`: it
 /// gives every pod infra container oom_score_adj -998
@@ -33,25 +34,52 @@ const SECCOMP_BPF_HOOK: &str = "io.containers.trace-syscall";
 /// v1.36). The only switch that drops the value is the `_CRIO_ROOTLESS`
 /// environment variable (`server/rootless.go`,
 /// `makeOCIConfigurationRootless`), which also drops the pod's cgroup path,
-/// device rules and AppArmor profile: no setting for a real node.
-fn check_oom(i: &RenderInput) -> Result<()> {
+/// device rules and AppArmor profile: no setting for a real node. What
+/// works is a runc wrapper that clamps the bundle's score before runc sees
+/// it: `cri-adapter-runc` (see `runc_wrapper.rs`).
+fn use_wrapper(i: &RenderInput) -> Result<bool> {
     const WHY: &str = "CRI-O has no setting that restricts oom_score_adj (containerd's restrict_oom_score_adj): \
          it sets -998 on every pod infra container and kubelet's value (down to -997) on containers, \
          and runc then fails with \"failed to update /proc/self/oom_score_adj: Permission denied\" \
          on a host without CAP_SYS_RESOURCE";
-    match i.oom {
-        OomScoreAdj::Restrict => bail!("--restrict-oom-score-adj true cannot be honoured: {WHY}"),
-        OomScoreAdj::Auto if !i.host_has_cap_sys_resource => bail!(
-            "this host lacks CAP_SYS_RESOURCE and {WHY}; give CRI-O a host with CAP_SYS_RESOURCE, \
+    const HOW: &str = "pass --runc-wrapper PATH (a symlink named cri-adapter-runc to cri-adapter, \
+         which clamps the score as containerd does)";
+    let clamp = match i.oom {
+        OomScoreAdj::Restrict => true,
+        OomScoreAdj::Auto => !i.host_has_cap_sys_resource,
+        OomScoreAdj::Unrestricted => false,
+    };
+    match (&i.runc_wrapper, clamp) {
+        (Some(w), true) => {
+            if !w.ends_with(&format!("/{}", crate::runc_wrapper::NAME)) {
+                bail!(
+                    "--runc-wrapper {w}: the wrapper must be named {} (a symlink to cri-adapter)",
+                    crate::runc_wrapper::NAME
+                );
+            }
+            if i.runc_path.is_some() {
+                bail!("--runc-path and --runc-wrapper exclude each other: the wrapper runs the runc on CRI-O's PATH");
+            }
+            Ok(true)
+        }
+        (Some(_), false) if i.oom == OomScoreAdj::Unrestricted => {
+            bail!("--runc-wrapper clamps OOM scores, which --restrict-oom-score-adj false says not to do")
+        }
+        (Some(_), false) => Ok(false),
+        (None, true) if i.oom == OomScoreAdj::Restrict => {
+            bail!("--restrict-oom-score-adj true: {WHY}; {HOW}")
+        }
+        (None, true) => bail!(
+            "this host lacks CAP_SYS_RESOURCE and {WHY}; {HOW}, \
              or pass --restrict-oom-score-adj false to render anyway"
         ),
-        OomScoreAdj::Auto | OomScoreAdj::Unrestricted => Ok(()),
+        (None, false) => Ok(false),
     }
 }
 
 /// Appends CRI-O's drop-in for `i` to `o`.
 pub(super) fn render(i: &RenderInput, o: &mut String) -> Result<()> {
-    check_oom(i)?;
+    let wrapper = use_wrapper(i)?;
     // [crio]: storage.
     let storage = [
         ("root", &i.root),
@@ -87,7 +115,11 @@ pub(super) fn render(i: &RenderInput, o: &mut String) -> Result<()> {
         list(&i.cni_bin_dirs),
         q(manager),
         q(monitor_cgroup),
-        q(i.runc_path.as_deref().unwrap_or("")),
+        q(if wrapper {
+            i.runc_wrapper.as_deref().unwrap_or("")
+        } else {
+            i.runc_path.as_deref().unwrap_or("")
+        }),
         q(i.runc_root.as_deref().unwrap_or(RUNC_ROOT)),
         q(monitor_cgroup),
         list(&[MONITOR_PATH_ENV.to_string()]),
@@ -214,5 +246,47 @@ allowed_annotations = ["io.containers.trace-syscall"]
             render(&i).err().unwrap_or_else(|| panic!("accepted"))
         );
         assert!(err.contains("--storage-driver is a CRI-O setting"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod wrapper_tests {
+    use super::super::tests::input;
+    use super::super::{render, ContainerdSchema, OomScoreAdj};
+    use crate::endpoint::Runtime;
+
+    #[test]
+    fn the_wrapper_becomes_runc_when_scores_must_be_clamped() {
+        let mut i = input(Runtime::CriO, ContainerdSchema::V2);
+        i.oom = OomScoreAdj::Restrict;
+        i.runc_wrapper = Some("/run/k8s-shims/cri-adapter-runc".into());
+        let out = render(&i).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(
+            out.contains("runtime_path = \"/run/k8s-shims/cri-adapter-runc\"\n"),
+            "{out}"
+        );
+        // auto with the capability: no clamping, plain runc.
+        i.oom = OomScoreAdj::Auto;
+        let out = render(&i).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(out.contains("runtime_path = \"\"\n"), "{out}");
+        // auto without: the wrapper.
+        i.host_has_cap_sys_resource = false;
+        let out = render(&i).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(out.contains("cri-adapter-runc"), "{out}");
+        // Contradictions and wrong names are refused.
+        let refused = |i: &super::super::RenderInput| {
+            format!(
+                "{:#}",
+                render(i).err().unwrap_or_else(|| panic!("accepted"))
+            )
+        };
+        i.runc_path = Some("/usr/sbin/runc".into());
+        assert!(refused(&i).contains("exclude each other"));
+        i.runc_path = None;
+        i.oom = OomScoreAdj::Unrestricted;
+        assert!(refused(&i).contains("says not to do"));
+        i.oom = OomScoreAdj::Restrict;
+        i.runc_wrapper = Some("/usr/bin/cri-adapter".into());
+        assert!(refused(&i).contains("must be named cri-adapter-runc"));
     }
 }

@@ -56,6 +56,9 @@ pub struct RenderInput {
     /// CRI-O only: runc's state directory (`runtime_root` of the runc
     /// handler); default `/run/runc`.
     pub runc_root: Option<String>,
+    /// CRI-O only: the `cri-adapter-runc` wrapper (a symlink to
+    /// cri-adapter), used as runc when OOM scores must be clamped.
+    pub runc_wrapper: Option<String>,
 }
 
 /// `--restrict-oom-score-adj`.
@@ -158,6 +161,7 @@ mod tests {
             storage_driver: None,
             runc_path: None,
             runc_root: None,
+            runc_wrapper: None,
         }
     }
 
