@@ -96,3 +96,58 @@ pub async fn detect(
         tried.join("; ")
     )
 }
+
+/// Resolves `--runtime` and `--endpoint` into the runtime and its socket.
+/// A named runtime is taken as it is (its default socket unless `endpoint`);
+/// `auto` asks CRI `Version` on `endpoint`, or probes the known sockets.
+///
+/// # Errors
+/// A bad endpoint, or with `auto`, nothing answering.
+pub async fn resolve(
+    choice: RuntimeChoice,
+    endpoint: Option<&str>,
+    timeout: Duration,
+) -> Result<(crate::endpoint::Runtime, PathBuf)> {
+    match choice {
+        RuntimeChoice::Is(rt) => Ok((
+            rt,
+            socket_path(endpoint.unwrap_or(crate::endpoint::default_socket(rt)))
+                .map_err(anyhow::Error::msg)?,
+        )),
+        RuntimeChoice::Auto => {
+            let given: Vec<String> = endpoint.map(str::to_string).into_iter().collect();
+            let d = detect(RuntimeChoice::Auto, &given, timeout).await?;
+            Ok((d.runtime, d.socket))
+        }
+    }
+}
+
+/// The socket to use when only the runtime's *socket* matters (`wait`,
+/// `serve`): `endpoint`, else the runtime's default socket, else with
+/// `auto` the first known socket that exists (the runtime need not answer
+/// yet).
+///
+/// # Errors
+/// A bad endpoint, or with `auto`, no known socket exists.
+pub fn socket_for(choice: RuntimeChoice, endpoint: Option<&str>) -> Result<PathBuf> {
+    if let Some(e) = endpoint {
+        return socket_path(e).map_err(anyhow::Error::msg);
+    }
+    match choice {
+        RuntimeChoice::Is(rt) => Ok(PathBuf::from(crate::endpoint::default_socket(rt))),
+        RuntimeChoice::Auto => KNOWN_SOCKETS
+            .iter()
+            .map(|(_, p)| PathBuf::from(p))
+            .find(|p| p.exists())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--runtime auto: none of the known runtime sockets exists ({}); name one with --endpoint",
+                    KNOWN_SOCKETS
+                        .iter()
+                        .map(|(_, p)| *p)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }),
+    }
+}

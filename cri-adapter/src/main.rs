@@ -7,13 +7,14 @@ mod client;
 mod detect;
 mod endpoint;
 mod render;
+mod runc_wrapper;
 mod seed;
 mod serve;
 mod wait;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use endpoint::{default_socket, socket_path, Runtime, RuntimeChoice};
+use endpoint::{Runtime, RuntimeChoice};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,6 +78,11 @@ enum Cmd {
         json: bool,
     },
     /// Print the runtime's configuration for this node (deterministic).
+    ///
+    /// containerd: a whole config.toml (schema v2 or v3). CRI-O: a drop-in for
+    /// /etc/crio/crio.conf.d/ that CRI-O starts with as it is (conmon_cgroup
+    /// matches the cgroup manager; the runc handler table is complete, since a
+    /// later drop-in's table replaces an earlier one whole).
     Render {
         /// containerd or cri-o.
         #[arg(long)]
@@ -84,39 +90,71 @@ enum Cmd {
         /// containerd schema: v2 (containerd 1.x) or v3 (containerd 2.x).
         #[arg(long, value_enum, default_value = "v2")]
         containerd_schema: Schema,
-        /// CNI configuration directory.
+        /// CNI configuration directory (CRI-O: network_dir).
         #[arg(long, default_value = "/etc/cni/net.d")]
         cni_conf_dir: String,
-        /// CNI plugin directory; repeat for several (containerd 1.x takes one).
+        /// CNI plugin directory; repeat for several (containerd 1.x takes one;
+        /// CRI-O: plugin_dirs).
         #[arg(long = "cni-bin-dir", default_value = "/opt/cni/bin")]
         cni_bin_dirs: Vec<String>,
-        /// Sandbox (pause) image.
-        #[arg(long, default_value = "registry.k8s.io/pause:3.9")]
+        /// Sandbox (pause) image (CRI-O: pause_image).
+        #[arg(
+            long,
+            alias = "pause-image",
+            default_value = "registry.k8s.io/pause:3.9"
+        )]
         sandbox_image: String,
         /// Clamp pod OOM scores (needed where CAP_SYS_RESOURCE is missing).
+        /// CRI-O has no such setting: `true` is refused for it, and so is `auto`
+        /// on a host without CAP_SYS_RESOURCE (its pods would all fail there).
         #[arg(long, value_enum, default_value = "auto")]
         restrict_oom_score_adj: OomChoice,
-        /// Use the systemd cgroup driver.
+        /// Use the systemd cgroup driver (CRI-O: cgroup_manager "systemd" with
+        /// conmon in system.slice; else cgroupfs with conmon in the pod).
         #[arg(long)]
         systemd_cgroup: bool,
-        /// containerd persistent state directory.
+        /// containerd: persistent state directory (root). CRI-O: the storage
+        /// root ([crio] root).
         #[arg(long)]
         root: Option<String>,
-        /// containerd runtime state directory.
-        #[arg(long)]
+        /// containerd: runtime state directory (state). CRI-O: the storage run
+        /// root ([crio] runroot).
+        #[arg(long, alias = "runroot")]
         state: Option<String>,
-        /// containerd gRPC socket path.
-        #[arg(long)]
+        /// containerd: gRPC socket path ([grpc] address). CRI-O: its CRI socket
+        /// ([crio.api] listen).
+        #[arg(long, alias = "listen")]
         address: Option<String>,
+        /// CRI-O only: containers-storage driver ([crio] storage_driver, e.g.
+        /// overlay or vfs).
+        #[arg(long)]
+        storage_driver: Option<String>,
+        /// CRI-O only: runc binary (runtime_path of the runc handler; default:
+        /// runc from CRI-O's PATH).
+        #[arg(long)]
+        runc_path: Option<String>,
+        /// CRI-O only: runc's state directory (runtime_root of the runc
+        /// handler; default /run/runc).
+        #[arg(long)]
+        runc_root: Option<String>,
+        /// CRI-O only: the cri-adapter-runc wrapper (a symlink with that name
+        /// to cri-adapter), made the runc handler's runtime_path when OOM
+        /// scores must be clamped (CRI-O has no setting for it); the wrapper
+        /// raises a container's oom_score_adj to its own, then runs runc from
+        /// PATH (or $CRI_ADAPTER_RUNC).
+        #[arg(long)]
+        runc_wrapper: Option<String>,
         /// Write here instead of stdout (atomically).
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// Block until CRI Version answers and Status reports RuntimeReady and NetworkReady.
+    /// Block until CRI Version answers and Status reports RuntimeReady and
+    /// NetworkReady, steadily (see --settle-ms).
     Wait {
-        /// containerd or cri-o (selects the default endpoint).
+        /// containerd, cri-o, or auto (selects the default endpoint; auto: the
+        /// first known runtime socket that exists, waited for).
         #[arg(long, default_value = "containerd")]
-        runtime: Runtime,
+        runtime: RuntimeChoice,
         /// The runtime endpoint (unix:///path); default: the runtime's socket.
         #[arg(long)]
         endpoint: Option<String>,
@@ -126,12 +164,18 @@ enum Cmd {
         /// Do not require NetworkReady (e.g. before the CNI config exists).
         #[arg(long)]
         no_network: bool,
+        /// Readiness must hold this long (two ready answers this far apart)
+        /// before it counts: CRI-O reports NetworkReady until its first CNI
+        /// poll, about 500 ms after start.
+        #[arg(long, default_value_t = 1000)]
+        settle_ms: u64,
     },
     /// Import OCI or docker image archives (plain or gzip) so the runtime has them without a registry.
     Seed {
-        /// containerd or cri-o.
+        /// containerd, cri-o, or auto (ask CRI Version on --endpoint, or probe
+        /// the known sockets).
         #[arg(long, default_value = "containerd")]
-        runtime: Runtime,
+        runtime: RuntimeChoice,
         /// The runtime endpoint (unix:///path).
         #[arg(long)]
         endpoint: Option<String>,
@@ -144,9 +188,13 @@ enum Cmd {
         /// containerd snapshotter to unpack into.
         #[arg(long, default_value = "overlayfs")]
         snapshotter: String,
-        /// CRI-O: print the skopeo commands instead of running them.
+        /// CRI-O: print the skopeo commands instead of running them (CRI-O is
+        /// still asked for its store).
         #[arg(long)]
         dry_run: bool,
+        /// CRI-O: the skopeo binary.
+        #[arg(long, default_value = "skopeo")]
+        skopeo: PathBuf,
         /// Archives to import.
         #[arg(required = true)]
         archives: Vec<PathBuf>,
@@ -159,9 +207,10 @@ enum Cmd {
         /// The runtime endpoint (unix:///path); default: the runtime's socket.
         #[arg(long)]
         upstream: Option<String>,
-        /// containerd or cri-o (selects the default upstream).
+        /// containerd, cri-o, or auto (selects the default upstream; auto: the
+        /// first known runtime socket that exists).
         #[arg(long, default_value = "containerd")]
-        runtime: Runtime,
+        runtime: RuntimeChoice,
         /// Longest wait for a down runtime (seconds): per connection in splice
         /// mode, per call without a deadline in h2 mode.
         #[arg(long, default_value_t = 60)]
@@ -171,10 +220,6 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "splice")]
         mode: ServeMode,
     },
-}
-
-fn endpoint_or_default(endpoint: Option<&str>, rt: Runtime) -> Result<PathBuf> {
-    socket_path(endpoint.unwrap_or(default_socket(rt))).map_err(anyhow::Error::msg)
 }
 
 fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
@@ -231,13 +276,12 @@ async fn run(cli: Cli) -> Result<()> {
             root,
             state,
             address,
+            storage_driver,
+            runc_path,
+            runc_root,
+            runc_wrapper,
             output,
         } => {
-            let restrict = match restrict_oom_score_adj {
-                OomChoice::True => true,
-                OomChoice::False => false,
-                OomChoice::Auto => !render::has_cap_sys_resource(),
-            };
             let text = render::render(&render::RenderInput {
                 runtime,
                 schema: match containerd_schema {
@@ -247,11 +291,20 @@ async fn run(cli: Cli) -> Result<()> {
                 cni_conf_dir,
                 cni_bin_dirs,
                 sandbox_image,
-                restrict_oom_score_adj: restrict,
+                oom: match restrict_oom_score_adj {
+                    OomChoice::True => render::OomScoreAdj::Restrict,
+                    OomChoice::False => render::OomScoreAdj::Unrestricted,
+                    OomChoice::Auto => render::OomScoreAdj::Auto,
+                },
+                host_has_cap_sys_resource: render::has_cap_sys_resource(),
                 systemd_cgroup,
                 root,
                 state,
                 address,
+                storage_driver,
+                runc_path,
+                runc_root,
+                runc_wrapper,
             })?;
             match output {
                 Some(p) => write_atomically(&p, &text)?,
@@ -263,16 +316,33 @@ async fn run(cli: Cli) -> Result<()> {
             endpoint,
             timeout,
             no_network,
+            settle_ms,
         } => {
-            let socket = endpoint_or_default(endpoint.as_deref(), runtime)?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+            // With auto and no endpoint, the runtime may not have made its
+            // socket yet: look again until the deadline.
+            let socket = loop {
+                match detect::socket_for(runtime, endpoint.as_deref()) {
+                    Ok(s) => break s,
+                    Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
             let require: &[&str] = if no_network {
                 &["RuntimeReady"]
             } else {
                 &["RuntimeReady", "NetworkReady"]
             };
-            wait::wait(&socket, require, Duration::from_secs(timeout)).await?;
+            wait::wait(
+                &socket,
+                require,
+                deadline,
+                Duration::from_secs(timeout),
+                Duration::from_millis(settle_ms),
+            )
+            .await?;
             tracing::info!(endpoint = %socket.display(), "runtime ready");
-            let _ = wait::sd_notify("READY=1");
+            wait::notify_ready();
         }
         Cmd::Seed {
             runtime,
@@ -281,9 +351,11 @@ async fn run(cli: Cli) -> Result<()> {
             namespace,
             snapshotter,
             dry_run,
+            skopeo,
             archives,
         } => {
-            let socket = endpoint_or_default(endpoint.as_deref(), runtime)?;
+            let (runtime, socket) =
+                detect::resolve(runtime, endpoint.as_deref(), Duration::from_secs(5)).await?;
             let opts = seed::SeedOptions {
                 runtime,
                 cri_socket: socket.clone(),
@@ -291,6 +363,7 @@ async fn run(cli: Cli) -> Result<()> {
                 namespace,
                 snapshotter,
                 dry_run,
+                skopeo,
             };
             let mut out = std::io::stdout().lock();
             for a in &archives {
@@ -306,7 +379,7 @@ async fn run(cli: Cli) -> Result<()> {
             max_wait,
             mode,
         } => {
-            let up = endpoint_or_default(upstream.as_deref(), runtime)?;
+            let up = detect::socket_for(runtime, upstream.as_deref())?;
             let upstream = Arc::new(serve::Upstream::new(up, Duration::from_secs(max_wait)));
             serve::serve(
                 &listen,
@@ -323,6 +396,15 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    let mut args = std::env::args_os();
+    if args
+        .next()
+        .is_some_and(|a| runc_wrapper::invoked_as_wrapper(&a))
+    {
+        // Only returns when runc could not be started.
+        eprintln!("{}", runc_wrapper::run(args.collect()));
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     tracing_subscriber::fmt()

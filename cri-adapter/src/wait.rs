@@ -64,29 +64,91 @@ pub async fn probe(socket: &Path, require: &[&str]) -> Result<(), NotReady> {
     Ok(())
 }
 
-/// Polls until ready or `timeout`.
+/// Polls until ready or `timeout`. Ready means two consecutive ready
+/// answers at least `settle` apart, with no failed probe between them:
+/// CRI-O reports NetworkReady=true right after start, until its first CNI
+/// poll (about 500 ms later) finds no config.
+///
+/// `deadline` ends the wait; `timeout` is what the error message reports.
 ///
 /// # Errors
 /// Not ready in time; the message names the last failing condition.
-pub async fn wait(socket: &Path, require: &[&str], timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
+pub async fn wait(
+    socket: &Path,
+    require: &[&str],
+    deadline: Instant,
+    timeout: Duration,
+    settle: Duration,
+) -> Result<()> {
+    let shown = socket.display().to_string();
+    wait_with(|| probe(socket, require), &shown, deadline, timeout, settle).await
+}
+
+/// [`wait`] over any probe.
+async fn wait_with<F, Fut>(
+    mut probe: F,
+    shown: &str,
+    deadline: Instant,
+    timeout: Duration,
+    settle: Duration,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), NotReady>>,
+{
     let mut pause = Duration::from_millis(50);
+    // When the current run of ready answers began.
+    let mut ready_since: Option<Instant> = None;
     loop {
-        match probe(socket, require).await {
-            Ok(()) => return Ok(()),
-            Err(why) => {
+        let asked = Instant::now();
+        match probe().await {
+            Ok(()) => {
+                let since = *ready_since.get_or_insert(asked);
+                if asked.duration_since(since) >= settle {
+                    return Ok(());
+                }
+                tracing::debug!("runtime ready, checking that it stays so");
                 if Instant::now() >= deadline {
                     bail!(
-                        "{} not ready after {}s: {why}",
-                        socket.display(),
-                        timeout.as_secs()
+                        "{shown} not ready after {}s: ready only since {} ms (needs to hold {} ms)",
+                        timeout.as_secs(),
+                        asked.duration_since(since).as_millis(),
+                        settle.as_millis()
                     );
+                }
+                // Ask again once the settle time has passed.
+                let next = since + settle;
+                tokio::time::sleep(
+                    next.saturating_duration_since(Instant::now())
+                        .min(deadline.saturating_duration_since(Instant::now())),
+                )
+                .await;
+                continue;
+            }
+            Err(why) => {
+                if ready_since.take().is_some() {
+                    tracing::info!(%why, "runtime was ready, is not any more");
+                }
+                if Instant::now() >= deadline {
+                    bail!("{shown} not ready after {}s: {why}", timeout.as_secs());
                 }
                 tracing::debug!(%why, "waiting for the runtime");
             }
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Tells systemd `READY=1` when `NOTIFY_SOCKET` is set; a notification
+/// that cannot be delivered is logged at warn (systemd would then time the
+/// unit out).
+pub fn notify_ready() {
+    if let Err(e) = sd_notify("READY=1") {
+        tracing::warn!(
+            notify_socket = %std::env::var_os("NOTIFY_SOCKET").unwrap_or_default().to_string_lossy(),
+            "cannot notify systemd (READY=1): {e:#}"
+        );
     }
 }
 
@@ -108,4 +170,100 @@ pub fn sd_notify(state: &str) -> Result<()> {
         sock.send_to(state.as_bytes(), &target)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn in_secs(s: u64) -> Instant {
+        Instant::now() + Duration::from_secs(s)
+    }
+
+    fn network_down() -> NotReady {
+        NotReady::Condition(
+            "NetworkReady".into(),
+            "NetworkPluginNotReady".into(),
+            "No CNI configuration file".into(),
+        )
+    }
+
+    /// CRI-O right after start: ready for the first ~500 ms, then the CNI
+    /// poll finds no config. `wait` must not call that ready.
+    #[tokio::test(flavor = "current_thread")]
+    async fn early_ready_that_flips_is_not_ready() {
+        let start = Instant::now();
+        let flip = Duration::from_millis(300);
+        let probe = || async move {
+            if start.elapsed() < flip {
+                Ok(())
+            } else {
+                Err(network_down())
+            }
+        };
+        let err = wait_with(
+            probe,
+            "crio.sock",
+            in_secs(2),
+            Duration::from_secs(2),
+            Duration::from_millis(500),
+        )
+        .await
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+        assert!(err.contains("NetworkReady is false"), "{err}");
+        assert!(err.contains("No CNI configuration file"), "{err}");
+    }
+
+    /// Steady readiness is accepted after the settle time, not before.
+    #[tokio::test(flavor = "current_thread")]
+    async fn steady_ready_after_settle() {
+        let calls = AtomicUsize::new(0);
+        let start = Instant::now();
+        let probe = || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        };
+        let settle = Duration::from_millis(400);
+        wait_with(probe, "x", in_secs(5), Duration::from_secs(5), settle)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(start.elapsed() >= settle, "{:?}", start.elapsed());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A failure between two ready answers restarts the settle time.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_dip_restarts_the_settle_time() {
+        let n = AtomicUsize::new(0);
+        let start = Instant::now();
+        let probe = || {
+            let i = n.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if i == 1 {
+                    Err(network_down())
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        let settle = Duration::from_millis(300);
+        wait_with(probe, "x", in_secs(5), Duration::from_secs(5), settle)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        // ready, down (then back-off 50 ms), ready, ready after settle.
+        assert_eq!(n.load(Ordering::SeqCst), 4);
+        assert!(start.elapsed() >= settle + settle, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn unreachable_notify_socket_is_an_error() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::env::set_var("NOTIFY_SOCKET", d.path().join("nobody-listens"));
+        let r = sd_notify("READY=1");
+        std::env::remove_var("NOTIFY_SOCKET");
+        assert!(r.is_err());
+    }
 }

@@ -73,6 +73,57 @@ pub fn adapter(args: &[&str]) -> Output {
     )
 }
 
+/// Runs `cri-adapter <args>` with extra environment variables.
+pub fn adapter_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(adapter_bin());
+    cmd.env_clear()
+        .env("PATH", PATH)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .args(args);
+    run_with_timeout(
+        cmd,
+        b"",
+        Duration::from_secs(60),
+        &format!("cri-adapter {}", args.join(" ")),
+    )
+}
+
+/// A unix socket answering HTTP like CRI-O's inspect endpoints (`GET /info`
+/// JSON, `GET /config` TOML, 404 otherwise), served by a thread for the
+/// life of the process. For `seed`'s store discovery without CRI-O.
+pub fn fake_crio_http(socket: &Path, info: &str, config: &str) {
+    use std::io::{Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(socket).expect("bind fake CRI-O");
+    let (info, config) = (info.to_string(), config.to_string());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 512];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let req = String::from_utf8_lossy(&req);
+            let (status, body) = if req.starts_with("GET /info ") {
+                ("200 OK", info.as_str())
+            } else if req.starts_with("GET /config ") {
+                ("200 OK", config.as_str())
+            } else {
+                ("404 Not Found", "404 page not found\n")
+            };
+            let _ = write!(
+                c,
+                "HTTP/1.0 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+}
+
 /// Runs `cri-adapter <args>`, panicking unless it succeeds; returns stdout.
 #[track_caller]
 pub fn adapter_ok(args: &[&str]) -> String {

@@ -13,6 +13,7 @@
 //! A missing binary is a hard failure (panic with a hint), never a skip.
 
 pub mod cri;
+pub mod crio;
 pub mod h2raw;
 pub mod netns;
 pub mod oci;

@@ -429,3 +429,85 @@ pub fn layer_entries(layer: &[u8]) -> Vec<(String, tar::EntryType, Option<String
         })
         .collect()
 }
+
+/// A docker archive holding several images (`docker save a b`).
+pub fn multi_docker_archive(images: &[ImageDef]) -> Vec<u8> {
+    let mut files = Vec::new();
+    let mut entries = Vec::new();
+    for img in images {
+        let b = img.blobs();
+        let cfg_path = format!("{}.json", b.config.0.trim_start_matches("sha256:"));
+        let layer_path = format!("{}/layer.tar", b.layer.0.trim_start_matches("sha256:"));
+        entries.push(json!({"Config": cfg_path, "RepoTags": [img.name], "Layers": [layer_path]}));
+        files.push((cfg_path, b.config.1));
+        files.push((layer_path, b.layer.1));
+    }
+    files.insert(
+        0,
+        (
+            "manifest.json".into(),
+            serde_json::to_vec(&entries).expect("manifest.json"),
+        ),
+    );
+    archive_of(&files)
+}
+
+/// An OCI image-layout archive holding several images, each annotated
+/// with its name.
+pub fn multi_oci_archive(images: &[ImageDef]) -> Vec<u8> {
+    let blob = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+    let mut files = vec![(
+        "oci-layout".to_string(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+    )];
+    let mut manifests = Vec::new();
+    for img in images {
+        let b = img.blobs();
+        manifests.push(json!({
+            "mediaType": MT_MANIFEST,
+            "digest": b.manifest.0,
+            "size": b.manifest.1.len(),
+            "annotations": {
+                "io.containerd.image.name": img.name,
+                "org.opencontainers.image.ref.name": tag_of(&img.name),
+            },
+        }));
+        files.push((blob(&b.manifest.0), b.manifest.1));
+        files.push((blob(&b.config.0), b.config.1));
+        files.push((blob(&b.layer.0), b.layer.1));
+    }
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MT_INDEX,
+        "manifests": manifests,
+    }))
+    .expect("index JSON");
+    files.insert(1, ("index.json".into(), index));
+    archive_of(&files)
+}
+
+/// A docker archive of one image with two layers, the second of which is
+/// `second` (raw bytes, e.g. not a tar); the config's diff_ids name the
+/// bytes as they are, so only a look inside the layer finds the problem.
+pub fn two_layer_docker_archive(name: &str, first: &[u8], second: &[u8]) -> Vec<u8> {
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": [digest(first), digest(second)]},
+    }))
+    .expect("config JSON");
+    let cfg_path = format!("{}.json", sha256_hex(&config));
+    let l1 = format!("{}/layer.tar", sha256_hex(first));
+    let l2 = format!("{}/layer.tar", sha256_hex(second));
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": cfg_path, "RepoTags": [name], "Layers": [l1, l2],
+    }]))
+    .expect("manifest.json");
+    archive_of(&[
+        ("manifest.json".into(), manifest),
+        (cfg_path, config),
+        (l1, first.to_vec()),
+        (l2, second.to_vec()),
+    ])
+}

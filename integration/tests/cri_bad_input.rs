@@ -228,6 +228,45 @@ async fn broken_archives_leave_nothing_behind() {
     ]);
     std::fs::write(&conf, saved).unwrap();
     adapter_ok(&["wait", "--endpoint", &cd.endpoint(), "--timeout", "20"]);
+
+    // `--runtime auto` wherever a runtime is chosen; a NOTIFY_SOCKET that
+    // cannot be reached is logged at warn, and `wait` still succeeds.
+    let nobody = dir.join("no-systemd.sock");
+    let out = adapter_env(
+        &[
+            "wait",
+            "--runtime",
+            "auto",
+            "--endpoint",
+            &cd.endpoint(),
+            "--timeout",
+            "20",
+        ],
+        &[("NOTIFY_SOCKET", nobody.to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), "");
+    assert_mentions(
+        &out.stderr_str(),
+        &["WARN", "cannot notify systemd", nobody.to_str().unwrap()],
+    );
+    let out = adapter_ok(&[
+        "seed",
+        "--runtime",
+        "auto",
+        "--endpoint",
+        &cd.endpoint(),
+        dir.join("busybox.oci.tar").to_str().unwrap(),
+    ]);
+    assert!(out.ends_with(" present\n"), "{out}");
+    let listen = dir.join("auto-serve.sock");
+    let s = Serve::start(&listen, &cd.socket, &["--runtime", "auto"]);
+    let v = runtime_client(channel(&s.socket).await)
+        .version(k8s_cri::v1::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.runtime_name, "containerd");
 }
 
 #[test]
@@ -366,25 +405,46 @@ fn crio_render_drop_in() {
         "/etc/cni/net.d",
         "--sandbox-image",
         oci::PAUSE_NAME,
+        // Whatever this host's capabilities: CRI-O cannot clamp.
+        "--restrict-oom-score-adj",
+        "false",
     ];
     let out = adapter_ok(&base);
+    let runc_table = "[crio.runtime.runtimes.runc]\n\
+         runtime_path = \"\"\n\
+         runtime_type = \"oci\"\n\
+         runtime_root = \"/run/runc\"\n";
     assert_eq!(
         out,
-        "# Rendered by cri-adapter (k8s-shims). Do not edit: re-render instead.\n\
-         [crio.image]\n\
-         pause_image = \"registry.k8s.io/pause:3.6\"\n\
-         \n\
-         [crio.network]\n\
-         network_dir = \"/etc/cni/net.d\"\n\
-         plugin_dirs = [\"/run/k8s-shims/cni/bin\", \"/usr/lib/cni\"]\n\
-         \n\
-         [crio.runtime]\n\
-         cgroup_manager = \"cgroupfs\"\n"
+        format!(
+            "# Rendered by cri-adapter (k8s-shims). Do not edit: re-render instead.\n\
+             [crio.image]\n\
+             pause_image = \"registry.k8s.io/pause:3.6\"\n\
+             \n\
+             [crio.network]\n\
+             network_dir = \"/etc/cni/net.d\"\n\
+             plugin_dirs = [\"/run/k8s-shims/cni/bin\", \"/usr/lib/cni\"]\n\
+             \n\
+             [crio.runtime]\n\
+             cgroup_manager = \"cgroupfs\"\n\
+             conmon_cgroup = \"pod\"\n\
+             default_runtime = \"runc\"\n\
+             \n\
+             {runc_table}\
+             monitor_cgroup = \"pod\"\n\
+             monitor_env = [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"]\n\
+             allowed_annotations = [\"io.containers.trace-syscall\"]\n"
+        )
     );
     assert_eq!(adapter_ok(&base), out, "not deterministic");
     let mut systemd = base.to_vec();
     systemd.push("--systemd-cgroup");
-    assert!(adapter_ok(&systemd).ends_with("[crio.runtime]\ncgroup_manager = \"systemd\"\n"));
+    let s = adapter_ok(&systemd);
+    assert!(
+        s.contains("cgroup_manager = \"systemd\"\nconmon_cgroup = \"system.slice\"\n"),
+        "{s}"
+    );
+    assert!(s.contains("monitor_cgroup = \"system.slice\"\n"), "{s}");
     // Written to a file: the same bytes.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("10-k8s-shims.conf");
@@ -392,11 +452,56 @@ fn crio_render_drop_in() {
     to_file.extend(["--output", file.to_str().unwrap()]);
     assert_eq!(adapter_ok(&to_file), "");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), out);
-    // containerd-only settings are refused.
-    let mut bad = base.to_vec();
-    bad.extend(["--root", "/var/lib/x"]);
-    let err = adapter_fails(&bad);
-    assert_mentions(&err, &["containerd settings"]);
+    // A CRI-O not at its defaults: socket, storage, runc.
+    // --pause-image is CRI-O's name for --sandbox-image.
+    let mut custom: Vec<&str> = base
+        .iter()
+        .map(|a| match *a {
+            "--sandbox-image" => "--pause-image",
+            oci::PAUSE_NAME => "example.org/pause:1",
+            a => a,
+        })
+        .collect();
+    custom.extend([
+        "--listen",
+        "/run/x/crio.sock",
+        "--root",
+        "/var/lib/x/storage",
+        "--runroot",
+        "/run/x/storage",
+        "--storage-driver",
+        "vfs",
+        "--runc-path",
+        "/usr/sbin/runc",
+        "--runc-root",
+        "/run/x/runc",
+    ]);
+    let c = adapter_ok(&custom);
+    assert!(
+        c.contains(
+            "[crio]\nroot = \"/var/lib/x/storage\"\nrunroot = \"/run/x/storage\"\nstorage_driver = \"vfs\"\n\n\
+             [crio.api]\nlisten = \"/run/x/crio.sock\"\n\n[crio.image]\npause_image = \"example.org/pause:1\"\n"
+        ),
+        "{c}"
+    );
+    assert!(
+        c.contains("runtime_path = \"/usr/sbin/runc\"\nruntime_type = \"oci\"\nruntime_root = \"/run/x/runc\"\n"),
+        "{c}"
+    );
+    // CRI-O cannot clamp OOM scores: asking for it is an error, not a no-op.
+    let mut oom = base[..base.len() - 1].to_vec();
+    oom.push("true");
+    let err = adapter_fails(&oom);
+    assert_mentions(&err, &["CRI-O has no setting that restricts oom_score_adj"]);
+    // CRI-O-only settings are refused for containerd.
+    let err = adapter_fails(&[
+        "render",
+        "--runtime",
+        "containerd",
+        "--storage-driver",
+        "vfs",
+    ]);
+    assert_mentions(&err, &["--storage-driver is a CRI-O setting"]);
     // containerd 1.x takes one bin dir.
     let err = adapter_fails(&[
         "render",
@@ -429,29 +534,48 @@ fn crio_seed_dry_run_prints_skopeo_commands() {
         oci::gzip(&pause.renamed("me/pause:x").oci_archive(Naming::Annotated)),
     )
     .unwrap();
-    let missing_sock = dir.path().join("crio.sock");
+    // CRI-O names its store over its socket: a fake answering like it.
+    let sock = dir.path().join("crio.sock");
+    fake_crio_http(
+        &sock,
+        r#"{"storage_driver":"vfs","storage_root":"/srv/crio/storage","cgroup_driver":"cgroupfs"}"#,
+        "[crio]\n  root = \"/srv/crio/storage\"\n  runroot = \"/run/crio-x/storage\"\n  storage_driver = \"vfs\"\n  [crio.api]\n    listen = \"/run/crio-x/crio.sock\"\n",
+    );
     let out = adapter_ok(&[
         "seed",
         "--runtime",
         "cri-o",
         "--endpoint",
-        &unix(&missing_sock),
+        &unix(&sock),
         "--dry-run",
         oci_path.to_str().unwrap(),
         docker_path.to_str().unwrap(),
         gz_path.to_str().unwrap(),
     ]);
+    let store = "containers-storage:[vfs@/srv/crio/storage+/run/crio-x/storage]";
     assert_eq!(
         out,
         format!(
-            "skopeo copy oci-archive:{} containers-storage:registry.k8s.io/pause:3.6\n\
-             skopeo copy docker-archive:{} containers-storage:docker.io/library/busybox:1.36\n\
-             skopeo copy oci-archive:{} containers-storage:docker.io/me/pause:x\n",
+            "skopeo copy oci:<layout of image 0 of {}>:image {store}registry.k8s.io/pause:3.6\n\
+             skopeo copy oci:<layout of image 0 of {}>:image {store}docker.io/library/busybox:1.36\n\
+             skopeo copy oci:<layout of image 0 of {}>:image {store}docker.io/me/pause:x\n",
             oci_path.display(),
             docker_path.display(),
             gz_path.display(),
         )
     );
+    // No CRI-O: the store cannot be named, so nothing is guessed.
+    let missing = dir.path().join("missing.sock");
+    let err = adapter_fails(&[
+        "seed",
+        "--runtime",
+        "cri-o",
+        "--endpoint",
+        &unix(&missing),
+        "--dry-run",
+        oci_path.to_str().unwrap(),
+    ]);
+    assert_mentions(&err, &["asking CRI-O at", "missing.sock", "/info"]);
     // The archive is still checked in a dry run.
     let anon = write(
         dir.path(),

@@ -17,6 +17,8 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::Descriptor;
 use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::Request;
@@ -174,6 +176,18 @@ async fn unpacked(opts: &SeedOptions, ch: Channel, img: &ArchiveImage) -> Result
         .is_ok())
 }
 
+/// Reads until `buf` is full or the reader ends.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
 async fn write_blob(
     ch: Channel,
     ns: &str,
@@ -215,48 +229,84 @@ async fn write_blob(
         }
         return Ok(());
     }
-    let total = i64::try_from(blob.data.len())?;
+    let total = i64::try_from(blob.size)?;
     let r#ref = format!("cri-adapter-{}", blob.digest);
-    let mut msgs = Vec::new();
-    let chunk = 1 << 20;
-    let mut offset = 0usize;
-    while offset < blob.data.len() {
-        let end = (offset + chunk).min(blob.data.len());
-        msgs.push(WriteContentRequest {
-            action: WriteAction::Write as i32,
-            r#ref: r#ref.clone(),
-            total,
-            expected: blob.digest.clone(),
-            offset: i64::try_from(offset)?,
-            data: blob.data[offset..end].to_vec(),
-            labels: HashMap::new(),
-        });
-        offset = end;
-    }
-    msgs.push(WriteContentRequest {
-        action: WriteAction::Commit as i32,
-        r#ref,
-        total,
-        expected: blob.digest.clone(),
-        offset: total,
-        data: Vec::new(),
-        labels,
-    });
-    let stream = tokio_stream::iter(msgs);
-    let mut resp = content
-        .write(req(stream, ns, Some(lease))?)
-        .await
-        .with_context(|| format!("writing {}", blob.digest))?
-        .into_inner();
-    while let Some(m) = resp
-        .message()
-        .await
-        .with_context(|| format!("writing {}", blob.digest))?
-    {
-        if m.action == WriteAction::Commit as i32 {
-            break;
+    // Streamed: one 1 MiB chunk in memory at a time. A read error ends the
+    // stream without a commit, so containerd refuses the write; the error
+    // is reported below.
+    let read_error: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
+    let chunks = {
+        let r#ref = r#ref.clone();
+        let digest = blob.digest.clone();
+        let read_error = read_error.clone();
+        futures_util::stream::unfold(
+            (blob.reader(), 0u64, false),
+            move |(mut reader, offset, done)| {
+                let r#ref = r#ref.clone();
+                let digest = digest.clone();
+                let labels = labels.clone();
+                let read_error = read_error.clone();
+                async move {
+                    if done {
+                        return None;
+                    }
+                    let mut data = vec![0u8; 1 << 20];
+                    let n = match read_full(&mut reader, &mut data) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            if let Ok(mut slot) = read_error.lock() {
+                                *slot = Some(e);
+                            }
+                            return None;
+                        }
+                    };
+                    let off = i64::try_from(offset).unwrap_or(i64::MAX);
+                    if n == 0 {
+                        let commit = WriteContentRequest {
+                            action: WriteAction::Commit as i32,
+                            r#ref,
+                            total,
+                            expected: digest,
+                            offset: off,
+                            data: Vec::new(),
+                            labels,
+                        };
+                        return Some((commit, (reader, offset, true)));
+                    }
+                    data.truncate(n);
+                    let write = WriteContentRequest {
+                        action: WriteAction::Write as i32,
+                        r#ref,
+                        total,
+                        expected: digest,
+                        offset: off,
+                        data,
+                        labels: HashMap::new(),
+                    };
+                    Some((write, (reader, offset + n as u64, false)))
+                }
+            },
+        )
+    };
+    let outcome = async {
+        let mut resp = content
+            .write(req(chunks, ns, Some(lease))?)
+            .await?
+            .into_inner();
+        while let Some(m) = resp.message().await? {
+            if m.action == WriteAction::Commit as i32 {
+                break;
+            }
         }
+        anyhow::Ok(())
     }
+    .await;
+    if let Some(e) = read_error.lock().ok().and_then(|mut slot| slot.take()) {
+        return Err(
+            anyhow::Error::new(e).context(format!("reading {} from the archive", blob.digest))
+        );
+    }
+    outcome.with_context(|| format!("writing {}", blob.digest))?;
     created.blobs.push(blob.digest.clone());
     Ok(())
 }
@@ -356,7 +406,7 @@ async fn import_under_lease(
                     diff: Some(Descriptor {
                         media_type: layer.media_type.clone(),
                         digest: layer.digest.clone(),
-                        size: i64::try_from(layer.data.len())?,
+                        size: i64::try_from(layer.size)?,
                         annotations: HashMap::new(),
                     }),
                     mounts: prepared.mounts,
@@ -399,7 +449,7 @@ async fn import_under_lease(
         target: Some(Descriptor {
             media_type: img.manifest.media_type.clone(),
             digest: img.manifest.digest.clone(),
-            size: i64::try_from(img.manifest.data.len())?,
+            size: i64::try_from(img.manifest.size)?,
             annotations: HashMap::new(),
         }),
         created_at: None,

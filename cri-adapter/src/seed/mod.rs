@@ -13,14 +13,17 @@
 //! verified under its exact name with CRI `ImageStatus`. An image already
 //! present with the same manifest is left alone.
 //!
-//! CRI-O: `skopeo copy` into containers-storage.
+//! CRI-O: `skopeo copy` into CRI-O's own containers-storage, which is asked
+//! from CRI-O over its socket (see [`crio`]).
 
 mod archive;
 mod containerd;
+mod crio;
+mod oci_layout;
 
 use crate::client;
 use crate::endpoint::Runtime;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -42,6 +45,8 @@ pub struct SeedOptions {
     pub snapshotter: String,
     /// CRI-O: print the commands only.
     pub dry_run: bool,
+    /// CRI-O: the skopeo binary.
+    pub skopeo: PathBuf,
 }
 
 /// Imports one archive; returns a line per image.
@@ -70,44 +75,17 @@ pub async fn seed(opts: &SeedOptions, archive: &Path) -> Result<Vec<String>> {
                 lines.push(format!("{name} {id} {outcome}"));
             }
         }
-        Runtime::CriO => {
-            for img in images {
-                let name = normalize(&img.name);
-                let transport = if img.oci_layout {
-                    "oci-archive"
-                } else {
-                    "docker-archive"
-                };
-                let src = format!("{transport}:{}", archive.display());
-                let cmd = [
-                    "skopeo",
-                    "copy",
-                    &src,
-                    &format!("containers-storage:{name}"),
-                ];
-                if opts.dry_run {
-                    lines.push(cmd.join(" "));
-                    continue;
-                }
-                if let Ok(cri) = client::channel(&opts.cri_socket, Duration::from_secs(5)).await {
-                    if let Ok(Some(id)) = client::image_id(cri, &name).await {
-                        lines.push(format!("{name} {id} present"));
-                        continue;
-                    }
-                }
-                let st = std::process::Command::new(cmd[0])
-                    .args(&cmd[1..])
-                    .status()
-                    .with_context(|| "running skopeo (is it installed?)")?;
-                if !st.success() {
-                    bail!("{} failed: {st}", cmd.join(" "));
-                }
-                let id = cri_image_id(&opts.cri_socket, &name).await?;
-                lines.push(format!("{name} {id} imported"));
-            }
-        }
+        Runtime::CriO => lines = crio::import_crio(opts, archive, &images).await?,
     }
     Ok(lines)
+}
+
+/// Where `seed` writes scratch data (an inflated gzip archive, per-image
+/// OCI layouts): `$TMPDIR`, else `/var/tmp` (on disk, unlike a tmpfs `/tmp`).
+fn scratch_dir() -> PathBuf {
+    std::env::var_os("TMPDIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from)
 }
 
 /// CRI `ImageStatus` of `name`, retried for a few seconds: containerd's CRI

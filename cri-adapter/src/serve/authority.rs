@@ -330,8 +330,11 @@ mod tests {
         f
     }
 
+    /// A frame's type, its flags, and its decoded header block (if any).
+    type Decoded = (u8, u8, Vec<(String, String)>);
+
     /// Splits rewritten bytes into frames and decodes each header block.
-    fn decode_all(bytes: &[u8]) -> Vec<(u8, u8, Vec<(String, String)>)> {
+    fn decode_all(bytes: &[u8]) -> Vec<Decoded> {
         assert!(bytes.starts_with(PREFACE));
         let mut rest = &bytes[PREFACE.len()..];
         let mut dec = Decoder::new();

@@ -55,7 +55,7 @@ pub enum Mode {
 pub async fn serve(listen: &Path, upstream: Arc<Upstream>, mode: Mode) -> Result<()> {
     let listener = bind(listen, &upstream.path)?;
     tracing::info!(listen = %listen.display(), upstream = %upstream.path.display(), "serving");
-    let _ = crate::wait::sd_notify("READY=1");
+    crate::wait::notify_ready();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {

@@ -2,6 +2,9 @@
 //! node's CNI directories and sandbox image. Output is deterministic: the
 //! same inputs give the same bytes.
 
+mod containerd;
+mod crio;
+
 use crate::endpoint::Runtime;
 use anyhow::{bail, Result};
 use std::fmt::Write;
@@ -28,17 +31,56 @@ pub struct RenderInput {
     pub cni_bin_dirs: Vec<String>,
     /// Sandbox (pause) image.
     pub sandbox_image: String,
-    /// Clamp pod OOM scores to the runtime's own (needed without
-    /// CAP_SYS_RESOURCE).
-    pub restrict_oom_score_adj: bool,
+    /// Whether pod OOM scores are clamped to the runtime's own (needed
+    /// without CAP_SYS_RESOURCE).
+    pub oom: OomScoreAdj,
+    /// Whether this host holds CAP_SYS_RESOURCE (see
+    /// [`has_cap_sys_resource`]); decides [`OomScoreAdj::Auto`].
+    pub host_has_cap_sys_resource: bool,
     /// Use the systemd cgroup driver for runc.
     pub systemd_cgroup: bool,
-    /// containerd `root` (persistent state), when not the default.
+    /// containerd `root` (persistent state) or CRI-O's storage `root`, when
+    /// not the default.
     pub root: Option<String>,
-    /// containerd `state` (runtime state), when not the default.
+    /// containerd `state` (runtime state) or CRI-O's storage `runroot`, when
+    /// not the default.
     pub state: Option<String>,
-    /// containerd gRPC socket, when not the default.
+    /// containerd's gRPC socket or CRI-O's `api.listen`, when not the
+    /// default.
     pub address: Option<String>,
+    /// CRI-O only: the containers-storage driver (`storage_driver`).
+    pub storage_driver: Option<String>,
+    /// CRI-O only: runc's binary (`runtime_path` of the runc handler);
+    /// default: `runc` from CRI-O's `$PATH`.
+    pub runc_path: Option<String>,
+    /// CRI-O only: runc's state directory (`runtime_root` of the runc
+    /// handler); default `/run/runc`.
+    pub runc_root: Option<String>,
+    /// CRI-O only: the `cri-adapter-runc` wrapper (a symlink to
+    /// cri-adapter), used as runc when OOM scores must be clamped.
+    pub runc_wrapper: Option<String>,
+}
+
+/// `--restrict-oom-score-adj`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OomScoreAdj {
+    /// Restrict when the host lacks CAP_SYS_RESOURCE.
+    Auto,
+    /// Always restrict.
+    Restrict,
+    /// Never restrict.
+    Unrestricted,
+}
+
+impl RenderInput {
+    /// Whether OOM scores must be clamped on this host.
+    pub fn restrict_oom(&self) -> bool {
+        match self.oom {
+            OomScoreAdj::Restrict => true,
+            OomScoreAdj::Unrestricted => false,
+            OomScoreAdj::Auto => !self.host_has_cap_sys_resource,
+        }
+    }
 }
 
 /// Whether this process may raise OOM scores below its own, i.e. holds
@@ -93,91 +135,8 @@ pub fn render(i: &RenderInput) -> Result<String> {
     }
     let mut o = String::from(HEADER);
     match i.runtime {
-        Runtime::Containerd => {
-            let top = |o: &mut String| {
-                if let Some(r) = &i.root {
-                    let _ = writeln!(o, "root = {}", q(r));
-                }
-                if let Some(s) = &i.state {
-                    let _ = writeln!(o, "state = {}", q(s));
-                }
-                if let Some(a) = &i.address {
-                    let _ = write!(o, "\n[grpc]\n  address = {}\n", q(a));
-                }
-            };
-            match i.schema {
-                ContainerdSchema::V2 => {
-                    if i.cni_bin_dirs.len() > 1 {
-                        bail!(
-                            "containerd 1.x takes one CNI bin dir; assemble one directory (got {})",
-                            i.cni_bin_dirs.len()
-                        );
-                    }
-                    o.push_str("version = 2\n");
-                    top(&mut o);
-                    let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
-                    let _ = write!(
-                        o,
-                        "\n[{cri}]\n  sandbox_image = {}\n  restrict_oom_score_adj = {}\n\
-                         \n[{cri}.cni]\n  bin_dir = {}\n  conf_dir = {}\n\
-                         \n[{cri}.containerd]\n  default_runtime_name = \"runc\"\n\
-                         \n[{cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
-                         \n[{cri}.containerd.runtimes.runc.options]\n  SystemdCgroup = {}\n",
-                        q(&i.sandbox_image),
-                        i.restrict_oom_score_adj,
-                        q(&i.cni_bin_dirs[0]),
-                        q(&i.cni_conf_dir),
-                        i.systemd_cgroup,
-                    );
-                }
-                ContainerdSchema::V3 => {
-                    o.push_str("version = 3\n");
-                    top(&mut o);
-                    let rt = "plugins.\"io.containerd.cri.v1.runtime\"";
-                    let img = "plugins.\"io.containerd.cri.v1.images\"";
-                    let dirs = if i.cni_bin_dirs.len() == 1 {
-                        format!("bin_dir = {}", q(&i.cni_bin_dirs[0]))
-                    } else {
-                        // containerd 2.1 and later take a list.
-                        format!("bin_dirs = {}", list(&i.cni_bin_dirs))
-                    };
-                    let _ = write!(
-                        o,
-                        "\n[{img}.pinned_images]\n  sandbox = {}\n\
-                         \n[{rt}]\n  restrict_oom_score_adj = {}\n\
-                         \n[{rt}.cni]\n  {dirs}\n  conf_dir = {}\n\
-                         \n[{rt}.containerd]\n  default_runtime_name = \"runc\"\n\
-                         \n[{rt}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
-                         \n[{rt}.containerd.runtimes.runc.options]\n  SystemdCgroup = {}\n",
-                        q(&i.sandbox_image),
-                        i.restrict_oom_score_adj,
-                        q(&i.cni_conf_dir),
-                        i.systemd_cgroup,
-                    );
-                }
-            }
-        }
-        Runtime::CriO => {
-            if i.root.is_some() || i.state.is_some() || i.address.is_some() {
-                bail!("--root, --state and --address are containerd settings");
-            }
-            // A drop-in for /etc/crio/crio.conf.d/; CRI-O merges it over its
-            // main configuration.
-            let _ = write!(
-                o,
-                "[crio.image]\npause_image = {}\n\
-                 \n[crio.network]\nnetwork_dir = {}\nplugin_dirs = {}\n\
-                 \n[crio.runtime]\ncgroup_manager = {}\n",
-                q(&i.sandbox_image),
-                q(&i.cni_conf_dir),
-                list(&i.cni_bin_dirs),
-                q(if i.systemd_cgroup {
-                    "systemd"
-                } else {
-                    "cgroupfs"
-                }),
-            );
-        }
+        Runtime::Containerd => containerd::render(i, &mut o)?,
+        Runtime::CriO => crio::render(i, &mut o)?,
     }
     Ok(o)
 }
@@ -193,11 +152,16 @@ mod tests {
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into()],
             sandbox_image: "registry.k8s.io/pause:3.9".into(),
-            restrict_oom_score_adj: true,
+            oom: OomScoreAdj::Restrict,
+            host_has_cap_sys_resource: true,
             systemd_cgroup: false,
             root: None,
             state: None,
             address: None,
+            storage_driver: None,
+            runc_path: None,
+            runc_root: None,
+            runc_wrapper: None,
         }
     }
 
@@ -259,31 +223,9 @@ version = 3
     }
 
     #[test]
-    fn golden_crio() {
-        let mut i = input(Runtime::CriO, ContainerdSchema::V2);
-        i.cni_bin_dirs = vec!["/run/k8s-shims/cni/bin".into(), "/opt/cni/bin".into()];
-        let got = render(&i).unwrap_or_default();
-        let want = "# Rendered by cri-adapter (k8s-shims). Do not edit: re-render instead.
-[crio.image]
-pause_image = \"registry.k8s.io/pause:3.9\"
-
-[crio.network]
-network_dir = \"/etc/cni/net.d\"
-plugin_dirs = [\"/run/k8s-shims/cni/bin\", \"/opt/cni/bin\"]
-
-[crio.runtime]
-cgroup_manager = \"cgroupfs\"
-";
-        assert_eq!(got, want);
-    }
-
-    #[test]
     fn refusals_and_quoting() {
         let mut i = input(Runtime::Containerd, ContainerdSchema::V2);
         i.cni_bin_dirs.push("/b".into());
-        assert!(render(&i).is_err());
-        let mut i = input(Runtime::CriO, ContainerdSchema::V2);
-        i.address = Some("/x".into());
         assert!(render(&i).is_err());
         assert_eq!(q("a\"b\\c"), "\"a\\\"b\\\\c\"");
     }
