@@ -219,6 +219,10 @@ enum Cmd {
         /// h2: per-call forwarding with per-call UNAVAILABLE.
         #[arg(long, value_enum, default_value = "splice")]
         mode: ServeMode,
+        /// After SIGTERM or SIGINT, how long calls in flight may take to
+        /// finish (seconds); new connections are refused meanwhile.
+        #[arg(long, default_value_t = 10)]
+        drain_timeout: u64,
     },
 }
 
@@ -378,18 +382,19 @@ async fn run(cli: Cli) -> Result<()> {
             runtime,
             max_wait,
             mode,
+            drain_timeout,
         } => {
             let up = detect::socket_for(runtime, upstream.as_deref())?;
             let upstream = Arc::new(serve::Upstream::new(up, Duration::from_secs(max_wait)));
-            serve::serve(
-                &listen,
-                upstream,
-                match mode {
+            let opts = serve::Options {
+                listen,
+                mode: match mode {
                     ServeMode::Splice => serve::Mode::Splice,
                     ServeMode::H2 => serve::Mode::H2,
                 },
-            )
-            .await?;
+                drain: Duration::from_secs(drain_timeout),
+            };
+            serve::serve(&opts, upstream).await?;
         }
     }
     Ok(())

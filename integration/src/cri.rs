@@ -553,9 +553,23 @@ impl Serve {
     /// Starts `serve --listen <listen> --upstream unix://<upstream> <extra>`
     /// and waits until the socket accepts connections.
     pub fn start(listen: &Path, upstream: &Path, extra: &[&str]) -> Serve {
+        Serve::start_under(&[], listen, upstream, extra)
+    }
+
+    /// As [`Serve::start`], run under `wrapper` (e.g. `prlimit --nofile=64`).
+    pub fn start_under(wrapper: &[&str], listen: &Path, upstream: &Path, extra: &[&str]) -> Serve {
         let log = listen.with_extension("log");
         let f = std::fs::File::create(&log).expect("serve log");
-        let child = Command::new(adapter_bin())
+        let bin = adapter_bin();
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .env_clear()
             .env("PATH", PATH)
             .env("RUST_LOG", "info")
@@ -591,6 +605,56 @@ impl Serve {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in i32"));
+        kill(pid, sig).expect("signal cri-adapter serve");
+    }
+
+    /// Waits up to `within` for the process to exit; its status, if it did.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if start.elapsed() >= within {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// CPU time (user + system) the process has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("read /proc/<pid>/stat");
+        // Fields after `(comm)`: state is field 3, utime 14 and stime 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        // USER_HZ is 100 on Linux.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// `Max open files` (soft, hard) from /proc/<pid>/limits.
+    pub fn nofile(&self) -> (String, String) {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.child.id()))
+            .expect("read /proc/<pid>/limits");
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("no Max open files line");
+        let mut f = line["Max open files".len()..].split_whitespace();
+        (
+            f.next().unwrap_or_default().to_string(),
+            f.next().unwrap_or_default().to_string(),
+        )
     }
 
     /// The process id (to check it was never restarted).

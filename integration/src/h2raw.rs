@@ -39,6 +39,8 @@ pub struct Reply {
     pub trailers: Vec<(String, String)>,
     /// The RST_STREAM error code, if the stream was reset.
     pub reset: Option<u32>,
+    /// The server sent GOAWAY meanwhile (it is shutting down).
+    pub goaway: bool,
 }
 
 impl Reply {
@@ -99,14 +101,59 @@ impl RawH2 {
     }
 
     /// Writes one frame.
+    ///
+    /// # Panics
+    /// The write fails.
     pub fn write_frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        self.try_write_frame(kind, flags, stream, payload)
+            .expect("write frame");
+    }
+
+    /// Writes one frame, returning the error.
+    ///
+    /// # Errors
+    /// The write fails.
+    pub fn try_write_frame(
+        &mut self,
+        kind: u8,
+        flags: u8,
+        stream: u32,
+        payload: &[u8],
+    ) -> std::io::Result<()> {
         let mut f = Vec::with_capacity(9 + payload.len());
         f.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
         f.push(kind);
         f.push(flags);
         f.extend_from_slice(&stream.to_be_bytes());
         f.extend_from_slice(payload);
-        self.sock.write_all(&f).expect("write frame");
+        self.sock.write_all(&f)
+    }
+
+    /// Reads (answering PINGs) until the server closes the connection;
+    /// whether it sent GOAWAY first.
+    ///
+    /// # Panics
+    /// Nothing closes it within the read timeout.
+    pub fn until_closed(&mut self) -> bool {
+        let mut goaway = false;
+        loop {
+            let mut h = [0u8; 9];
+            match self.sock.read_exact(&mut h) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return goaway,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return goaway,
+                Err(e) => panic!("waiting for the server to close: {e}"),
+            }
+            let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+            let mut payload = vec![0u8; len];
+            if self.sock.read_exact(&mut payload).is_err() {
+                return goaway;
+            }
+            goaway |= h[3] == GOAWAY;
+            if h[3] == PING && h[4] & ACK == 0 {
+                let _ = self.try_write_frame(PING, ACK, 0, &payload);
+            }
+        }
     }
 
     /// Starts a gRPC call on a new stream: HEADERS with `authority`,
@@ -209,9 +256,11 @@ impl RawH2 {
                 }
                 DATA => {
                     if !f.payload.is_empty() {
+                        // Best effort: a server that has sent everything
+                        // may have closed the connection already.
                         let inc = (f.payload.len() as u32).to_be_bytes();
-                        self.write_frame(WINDOW_UPDATE, 0, 0, &inc);
-                        self.write_frame(WINDOW_UPDATE, 0, f.stream, &inc);
+                        let _ = self.try_write_frame(WINDOW_UPDATE, 0, 0, &inc);
+                        let _ = self.try_write_frame(WINDOW_UPDATE, 0, f.stream, &inc);
                     }
                     if f.stream == stream {
                         r.data.extend_from_slice(&f.payload);
@@ -228,7 +277,7 @@ impl RawH2 {
                     r.reset = code;
                     return r;
                 }
-                GOAWAY => panic!("server sent GOAWAY: {:?}", f.payload),
+                GOAWAY => r.goaway = true,
                 _ => {}
             }
         }

@@ -143,3 +143,139 @@ fn a_client_that_never_reads_stalls_no_other_client() {
         drop(stalled);
     }
 }
+
+#[test]
+fn out_of_file_descriptors_serve_backs_off_and_recovers() {
+    let cd = Containerd::start("nofile");
+    // A soft limit below the hard one is raised at start.
+    let raised = Serve::start_under(
+        &["prlimit", "--nofile=64:4096"],
+        &cd.tmp.path().join("raised.sock"),
+        &cd.socket,
+        &[],
+    );
+    assert_eq!(raised.nofile(), ("4096".into(), "4096".into()));
+    drop(raised);
+    for mode in ["splice", "h2"] {
+        let proxy = Serve::start_under(
+            &["prlimit", "--nofile=64:64"],
+            &cd.tmp.path().join(format!("nofile-{mode}.sock")),
+            &cd.socket,
+            &["--mode", mode],
+        );
+        // More idle connections than descriptors: accept fails with EMFILE
+        // while they stay open.
+        let idle: Vec<_> = (0..100)
+            .filter_map(|_| std::os::unix::net::UnixStream::connect(&proxy.socket).ok())
+            .collect();
+        assert!(idle.len() > 64, "{mode}: only {} connections", idle.len());
+        std::thread::sleep(Duration::from_millis(500));
+        let before = proxy.cpu_time();
+        std::thread::sleep(Duration::from_secs(2));
+        let spent = proxy.cpu_time() - before;
+        assert!(
+            spent < Duration::from_millis(300),
+            "{mode}: {spent:?} of CPU in 2 s while out of descriptors"
+        );
+        let log = proxy.log_text();
+        assert!(
+            log.contains("accept failed; pausing new connections"),
+            "{mode}: {log}"
+        );
+        assert!(log.len() < 64 << 10, "{mode}: {} bytes of log", log.len());
+        drop(idle);
+        // Descriptors free again: calls are answered.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let call = async {
+                let mut c = runtime_client(channel(&proxy.socket).await);
+                c.version(VersionRequest::default()).await
+            };
+            tokio::time::timeout(Duration::from_secs(10), call)
+                .await
+                .unwrap_or_else(|_| panic!("{mode}: no answer once descriptors were free"))
+                .unwrap_or_else(|e| panic!("{mode}: Version: {e}"));
+        });
+    }
+}
+
+#[test]
+fn sigterm_lets_calls_in_flight_finish() {
+    let cd = Containerd::start("drain");
+    let digest = seed_big_blob(&cd, 2 << 20);
+    let ns = [("containerd-namespace", "k8s.io")];
+    for mode in ["splice", "h2"] {
+        let mut proxy = Serve::start(
+            &cd.tmp.path().join(format!("drain-{mode}.sock")),
+            &cd.socket,
+            &["--mode", mode, "--drain-timeout", "20"],
+        );
+        // An idle connection is closed at once, not kept to the end.
+        let mut idle = RawH2::connect(&proxy.socket, 65_535);
+        let v = idle.start_call("localhost", VERSION, &[], &[]);
+        assert_version_ok(&idle.finish(v), mode);
+        // A whole-blob read, taken slowly: in flight when SIGTERM comes.
+        let mut slow = RawH2::connect(&proxy.socket, 65_535);
+        let id = slow.start_call("localhost", CONTENT_READ, &ns, &read_content(&digest));
+        let mut first = 0;
+        while first == 0 {
+            let f = slow.read_frame();
+            if f.kind == integration::h2raw::DATA && f.stream == id {
+                first = f.payload.len();
+            }
+        }
+        proxy.signal(nix::sys::signal::Signal::SIGTERM);
+        let t = Instant::now();
+        let goaway = idle.until_closed();
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{mode}: the idle connection stayed open {:?}",
+            t.elapsed()
+        );
+        assert_eq!(goaway, mode == "h2", "{mode}: GOAWAY before closing");
+        assert!(
+            std::os::unix::net::UnixStream::connect(&proxy.socket).is_err(),
+            "{mode}: new connections are refused while draining"
+        );
+        assert!(proxy.alive(), "{mode}: exited with a call in flight");
+        let r = slow.finish(id);
+        assert_eq!(r.reset, None, "{mode}");
+        assert_eq!(r.field("grpc-status"), Some("0"), "{mode}: {r:?}");
+        assert!(
+            first + r.data.len() > 2 << 20,
+            "{mode}: {} bytes",
+            first + r.data.len()
+        );
+        let st = proxy.wait_exit(Duration::from_secs(5));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "{mode}: exit {st:?}: {}",
+            proxy.log_text()
+        );
+    }
+}
+
+#[test]
+fn an_upstream_that_is_no_socket_is_refused_at_start() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    for (up, kind) in [
+        (&file, "a regular file"),
+        (&d.path().to_path_buf(), "a directory"),
+    ] {
+        let listen = d.path().join("cri.sock");
+        let err = adapter_fails(&[
+            "serve",
+            "--listen",
+            listen.to_str().unwrap(),
+            "--upstream",
+            &unix(up),
+        ]);
+        assert!(
+            err.contains(&format!("is {kind}, not the runtime's socket")),
+            "{err}"
+        );
+        assert!(!listen.exists(), "the socket was created");
+    }
+}

@@ -28,8 +28,12 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// How `serve` forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,55 +47,107 @@ pub enum Mode {
     /// HTTP/2 terminated here and every call forwarded on one shared runtime
     /// connection: client connections survive runtime restarts and each call
     /// waits up to its own `grpc-timeout` for a down runtime, then gets a
-    /// per-call UNAVAILABLE. Costs more per call; clients must send
-    /// `:authority localhost`.
+    /// per-call UNAVAILABLE. Costs more per call.
     H2,
 }
 
-/// Serves until SIGINT or SIGTERM, then removes the socket.
+/// What `serve` needs besides the upstream.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The socket to listen on.
+    pub listen: PathBuf,
+    /// How calls are forwarded.
+    pub mode: Mode,
+    /// After SIGTERM, how long calls in flight may take to finish.
+    pub drain: Duration,
+}
+
+/// Serves until SIGINT or SIGTERM; then stops accepting, removes the
+/// socket, lets the calls in flight finish for up to `drain`, and returns.
 ///
 /// # Errors
-/// Binding fails.
-pub async fn serve(listen: &Path, upstream: Arc<Upstream>, mode: Mode) -> Result<()> {
-    let listener = bind(listen, &upstream.path)?;
-    tracing::info!(listen = %listen.display(), upstream = %upstream.path.display(), "serving");
+/// The upstream is no socket, or binding fails.
+pub async fn serve(opts: &Options, upstream: Arc<Upstream>) -> Result<()> {
+    listen::check_upstream(&upstream.path)?;
+    listen::raise_fd_limit();
+    let listener = bind(&opts.listen, &upstream.path)?;
+    tracing::info!(listen = %opts.listen.display(), upstream = %upstream.path.display(), "serving");
     crate::wait::notify_ready();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    let mut backoff = listen::Backoff::default();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let up = upstream.clone();
-                if mode == Mode::Splice {
-                    tokio::spawn(splice::splice(stream, up));
-                    continue;
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    backoff.reset();
+                    let up = upstream.clone();
+                    let shutdown = shutdown.clone();
+                    match opts.mode {
+                        Mode::Splice => conns.spawn(splice::splice(stream, up, shutdown)),
+                        Mode::H2 => conns.spawn(serve_h2(stream, up, shutdown)),
+                    };
                 }
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let up = up.clone();
-                        async move { Ok::<_, Infallible>(up.forward(req).await) }
-                    });
-                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .initial_stream_window_size(h2::STREAM_WINDOW)
-                        .initial_connection_window_size(h2::CONNECTION_WINDOW)
-                        .max_concurrent_streams(1024)
-                        .serve_connection(TokioIo::new(authority::Rewriting::new(stream)), svc);
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "client connection ended");
-                    }
-                });
-            }
+                // Out of file descriptors (or memory): pause accepting
+                // instead of spinning; calls in flight go on meanwhile.
+                Err(e) => tokio::time::sleep(backoff.failed(&e)).await,
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
     }
-    let _ = std::fs::remove_file(listen);
+    drop(listener);
+    let _ = std::fs::remove_file(&opts.listen);
+    let _ = shutdown_tx.send(true);
+    let busy = conns.len();
+    tracing::info!(
+        connections = busy,
+        drain_s = opts.drain.as_secs_f64(),
+        "stopping: draining calls in flight"
+    );
+    let all_done = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(opts.drain, all_done).await.is_err() {
+        tracing::warn!(
+            connections = conns.len(),
+            "drain period over; closing connections with calls in flight"
+        );
+        conns.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Returns once shutdown is signalled (never, if the sender is gone
+/// without one).
+async fn until_shutdown(mut shutdown: watch::Receiver<bool>) {
+    if shutdown.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// One client connection in h2 mode; on shutdown it sends GOAWAY and ends
+/// once its calls in flight are done.
+async fn serve_h2(stream: UnixStream, up: Arc<Upstream>, shutdown: watch::Receiver<bool>) {
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let up = up.clone();
+        async move { Ok::<_, Infallible>(up.forward(req).await) }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(h2::STREAM_WINDOW)
+        .initial_connection_window_size(h2::CONNECTION_WINDOW)
+        .max_concurrent_streams(1024)
+        .serve_connection(TokioIo::new(authority::Rewriting::new(stream)), svc);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = until_shutdown(shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "client connection ended");
+    }
 }
