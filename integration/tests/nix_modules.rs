@@ -908,6 +908,10 @@ fn modules_evaluate_with_nixpkgs_lib() {
         serve.ends_with("/bin/cri-adapter serve --listen /run/k8s-shims/cri.sock --upstream unix:///var/run/crio/crio.sock"),
         "{serve}"
     );
+    assert_eq!(
+        crio["services"]["k8s-cri-adapter-serve"]["LimitNOFILE"],
+        1048576
+    );
 
     // Bad settings are refused with messages that say what to change.
     let msgs = |k: &str| -> String { r[k].to_string() };

@@ -314,6 +314,9 @@ in {
           ExecStart = lib.escapeShellArgs commands.serve;
           Restart = "always";
           RestartSec = 2;
+          # splice mode holds two descriptors per client connection; the
+          # adapter raises its soft limit to this hard one at start.
+          LimitNOFILE = 1048576;
           # Speaks gRPC on unix sockets only.
           ReadWritePaths = [(dirOf cfg.serve.socket)];
           ProtectSystem = "strict";

@@ -66,6 +66,7 @@
       inherit (s) after before wants requires wantedBy path;
       ExecStart = s.serviceConfig.ExecStart or null;
       ExecStop = s.serviceConfig.ExecStop or null;
+      LimitNOFILE = s.serviceConfig.LimitNOFILE or null;
     }) (lib.filterAttrs (n: _: lib.hasPrefix "k8s-" n || n == "kubelet" || n == "containerd" || n == "crio") cfg.systemd.services);
     # Our kubelet's KubeletConfiguration (the fake formats.json keeps it).
     kubeletConfig =
