@@ -14,7 +14,7 @@
 //! goes through `ip netns exec <test ns>` or `ip -n <test ns>`.
 //!
 //! State is read back through an independent oracle: `ip -j`, `bridge -j`,
-//! `iptables-save`, `ip6tables-save`, `nft -j`, `sysctl -n` and `/sys`, each
+//! `iptables-save`, `ip6tables-save`, `nft -j`, `/proc/sys` and `/sys`, each
 //! run inside the namespace concerned and parsed with `serde_json`.
 //!
 //! Implementation sets ([`Impl`]) are directories given as `CNI_PATH` that
@@ -368,9 +368,11 @@ impl Netns {
             .unwrap_or_else(|| panic!("[{}] {dev} is not a bridge port", self.name))
     }
 
-    /// `sysctl -n <key>` inside the namespace (key with dots or slashes).
+    /// A sysctl inside the namespace (key with dots or slashes), read from
+    /// `/proc/sys` (no `procps` needed).
     pub fn sysctl(&self, key: &str) -> String {
-        self.sh(&["sysctl", "-n", key]).trim().to_string()
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        self.sh(&["cat", &path]).trim().to_string()
     }
 
     /// A `/sys/class/net/<dev>/<attr>` value, read inside the namespace.
