@@ -13,8 +13,10 @@
 //! A missing binary is a hard failure (panic with a hint), never a skip.
 
 pub mod cri;
+pub mod initramfs;
 pub mod netns;
 pub mod oci;
+pub mod vm;
 
 use std::collections::BTreeSet;
 use std::fs;
