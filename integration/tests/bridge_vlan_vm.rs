@@ -19,10 +19,14 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use integration::bridge_state::{
+    norm_addrs, norm_links, norm_result, norm_vlans, roles, vset, VlanTable,
+};
 use integration::initramfs::Initramfs;
+use integration::verdicts::Verdicts;
 use integration::vm::{self, Kernel};
 use integration::{ours_dir, ref_dir};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Kernel modules the scenarios need, in load order.
 const MODULES: [&str; 7] = ["llc", "stp", "bridge", "mrp", "garp", "8021q", "veth"];
@@ -87,193 +91,30 @@ fn image(kernel: &Kernel) -> Initramfs {
 }
 
 // ---------------------------------------------------------------------------
-// Normalizing what the guest saw
-// ---------------------------------------------------------------------------
-
-/// Role of each link name: `lo`, the bridge and `<bridge>.<vlan>` keep their
-/// names; a pod's host veth is `port:<pod>`; the other end of a
-/// `<bridge>.<vlan>` veth is `peer:<bridge>.<vlan>`; anything else is
-/// `unknown:<kind>`.
-fn roles(pod_results: &[(String, Value)], links: &Value) -> BTreeMap<String, String> {
-    let mut r = BTreeMap::new();
-    for (pod, res) in pod_results {
-        if let Some(n) = res["interfaces"][1]["name"].as_str() {
-            r.insert(n.to_string(), format!("port:{pod}"));
-        }
-    }
-    for l in links.as_array().into_iter().flatten() {
-        let name = l["ifname"].as_str().unwrap_or_default().to_string();
-        if r.contains_key(&name) {
-            continue;
-        }
-        let role = if name == "lo" || name.starts_with("br0") {
-            name.clone()
-        } else if let Some(peer) = l["link"].as_str().filter(|p| p.starts_with("br0.")) {
-            format!("peer:{peer}")
-        } else {
-            format!(
-                "unknown:{}",
-                l["linkinfo"]["info_kind"].as_str().unwrap_or("?")
-            )
-        };
-        r.insert(name, role);
-    }
-    r
-}
-
-fn role(roles: &BTreeMap<String, String>, name: &str) -> String {
-    roles
-        .get(name)
-        .cloned()
-        .unwrap_or_else(|| format!("unnamed:{name}"))
-}
-
-/// `ip -d -j link show` as comparable records, sorted by role.
-fn norm_links(links: &Value, roles: &BTreeMap<String, String>) -> Vec<Value> {
-    let mut v: Vec<Value> = links
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|l| {
-            let name = l["ifname"].as_str().unwrap_or_default();
-            json!({
-                "role": role(roles, name),
-                "kind": l["linkinfo"]["info_kind"],
-                "master": l["master"].as_str().map(|m| role(roles, m)),
-                "up": l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")),
-                "operstate": l["operstate"],
-                "mtu": l["mtu"],
-                "vlan_filtering": l["linkinfo"]["info_data"]["vlan_filtering"],
-            })
-        })
-        .collect();
-    v.sort_by_key(|x| x["role"].as_str().unwrap_or_default().to_string());
-    v
-}
-
-/// `bridge -j vlan show` as role → VLAN → "PVID untagged" / "untagged" /
-/// "tagged" (ranges expanded).
-fn norm_vlans(
-    vlans: &Value,
-    roles: &BTreeMap<String, String>,
-) -> BTreeMap<String, BTreeMap<u16, String>> {
-    let mut out = BTreeMap::new();
-    for port in vlans.as_array().into_iter().flatten() {
-        let name = port["ifname"].as_str().unwrap_or_default();
-        let mut set = BTreeMap::new();
-        for v in port["vlans"].as_array().into_iter().flatten() {
-            let first = v["vlan"].as_u64().unwrap_or(0) as u16;
-            let last = v["vlanEnd"].as_u64().map_or(first, |e| e as u16);
-            let flags: Vec<&str> = v["flags"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let untagged = flags.contains(&"Egress Untagged");
-            let what = match (flags.contains(&"PVID"), untagged) {
-                (true, true) => "PVID untagged",
-                (true, false) => "PVID tagged",
-                (false, true) => "untagged",
-                (false, false) => "tagged",
-            };
-            for vid in first..=last {
-                set.insert(vid, what.to_string());
-            }
-        }
-        out.insert(role(roles, name), set);
-    }
-    out
-}
-
-/// A VLAN set from `(first, last, what)` ranges.
-fn vset(ranges: &[(u16, u16, &str)]) -> BTreeMap<u16, String> {
-    ranges
-        .iter()
-        .flat_map(|(a, b, w)| (*a..=*b).map(move |v| (v, w.to_string())))
-        .collect()
-}
-
-/// A result with MACs masked and link names replaced by roles.
-fn norm_result(res: &Value, roles: &BTreeMap<String, String>) -> Value {
-    let mut r = res.clone();
-    if let Some(ifs) = r["interfaces"].as_array_mut() {
-        for i in ifs {
-            if let Some(mac) = i["mac"].as_str() {
-                assert_eq!(mac.len(), 17, "not a MAC: {mac}");
-                i["mac"] = json!("<mac>");
-            }
-            if let Some(n) = i["name"].as_str() {
-                if n.starts_with("veth") {
-                    i["name"] = json!(role(roles, n));
-                }
-            }
-        }
-    }
-    r
-}
-
-/// `ip -j addr show` as `address/prefix brd broadcast` strings.
-fn norm_addrs(addrs: &Value) -> Vec<String> {
-    addrs
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|l| l["addr_info"].as_array().into_iter().flatten())
-        .filter(|a| a["scope"] != "link")
-        .map(|a| {
-            format!(
-                "{}/{} brd {}",
-                a["local"].as_str().unwrap_or_default(),
-                a["prefixlen"],
-                a["broadcast"].as_str().unwrap_or("-")
-            )
-        })
-        .collect()
-}
-
-// ---------------------------------------------------------------------------
 // Verdicts
 // ---------------------------------------------------------------------------
 
 const IMPLS: [&str; 2] = ["ours", "ref"];
 
-/// The facts of one run, and the verdicts drawn from them.
-struct Judge {
-    facts: BTreeMap<String, String>,
-    verdicts: Vec<(String, Result<String, String>)>,
+/// The bridge every scenario uses.
+const BRIDGE: &str = "br0";
+
+/// The run's facts and verdicts, with the checks of these scenarios.
+struct Judge(Verdicts);
+
+impl std::ops::Deref for Judge {
+    type Target = Verdicts;
+    fn deref(&self) -> &Verdicts {
+        &self.0
+    }
 }
 
 type Check<'a> = Box<dyn FnOnce(&Judge) -> Result<String, String> + 'a>;
 
 impl Judge {
-    fn fact(&self, key: &str) -> Result<&str, String> {
-        self.facts
-            .get(key)
-            .map(String::as_str)
-            .ok_or_else(|| format!("the guest reported no {key}"))
-    }
-
-    fn json(&self, key: &str) -> Result<Value, String> {
-        let f = self.fact(key)?;
-        if f.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(f).map_err(|e| format!("{key} is not JSON ({e}): {f}"))
-    }
-
-    /// The exit code at the start of a fact (`"0"`, `"0 10.1.2.3"`, ...).
-    fn code(&self, key: &str) -> Result<i64, String> {
-        let f = self.fact(key)?;
-        f.split_whitespace()
-            .next()
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("{key}: no exit code in {f:?}"))
-    }
-
     fn check(&mut self, name: &str, f: Check<'_>) {
         let r = f(self);
-        self.verdicts.push((name.to_string(), r));
+        self.0.push(name, r);
     }
 
     /// The results of `pods` in scenario `s` for `imp`, which must have
@@ -287,15 +128,10 @@ impl Judge {
     fn roles(&self, s: &str, imp: &str, pods: &[&str]) -> Result<BTreeMap<String, String>, String> {
         let res = self.results(s, imp, pods)?;
         let links = self.json(&format!("{s}/{imp}/links"))?;
-        Ok(roles(&res, &links))
+        Ok(roles(BRIDGE, &res, &links))
     }
 
-    fn vlans(
-        &self,
-        s: &str,
-        imp: &str,
-        pods: &[&str],
-    ) -> Result<BTreeMap<String, BTreeMap<u16, String>>, String> {
+    fn vlans(&self, s: &str, imp: &str, pods: &[&str]) -> Result<VlanTable, String> {
         let roles = self.roles(s, imp, pods)?;
         Ok(norm_vlans(&self.json(&format!("{s}/{imp}/vlans"))?, &roles))
     }
@@ -362,7 +198,7 @@ impl Judge {
                     bad.push(format!("store keeps {reserved:?}"));
                 }
                 let links = j.json(&format!("{s}/{imp}/links-after"))?;
-                let roles = roles(&j.results(s, imp, &[]).unwrap_or_default(), &links);
+                let roles = roles(BRIDGE, &j.results(s, imp, &[]).unwrap_or_default(), &links);
                 let mut have: Vec<&str> = roles.values().map(String::as_str).collect();
                 have.sort_unstable();
                 let mut want = left.to_vec();
@@ -522,23 +358,14 @@ fn vlan_scenarios_on_a_filtering_kernel() {
         "the VM did not finish its checks:\n{}",
         console.tail(40)
     );
-    let mut j = Judge {
-        facts: console.facts(),
-        verdicts: Vec::new(),
-    };
+    let mut j = Judge(Verdicts::new(console.facts()));
     judge(&mut j);
-    let mut failed = 0;
-    for (name, r) in &j.verdicts {
-        match r {
-            Ok(d) => eprintln!("VERDICT {name} PASS {d}"),
-            Err(d) => {
-                failed += 1;
-                eprintln!("VERDICT {name} FAIL {d}");
-            }
-        }
+    for l in j.lines() {
+        eprintln!("{l}");
     }
-    eprintln!("{} verdicts, {failed} failed", j.verdicts.len());
-    assert_eq!(failed, 0, "{failed} VLAN checks failed (see VERDICT lines)");
+    let failed = j.failed();
+    eprintln!("{} verdicts, {} failed", j.list.len(), failed.len());
+    assert!(failed.is_empty(), "VLAN checks failed: {failed:?}");
 }
 
 fn judge(j: &mut Judge) {
