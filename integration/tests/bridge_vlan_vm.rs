@@ -485,6 +485,31 @@ fn judge(j: &mut Judge) {
         );
     }
 
+    // vlan and vlanTrunk together: ours makes a port with PVID 100 and
+    // tagged 101 (upstream refuses the combination; the reference ignores
+    // vlanTrunk, so its ph reaches only VLAN 100).
+    const HYBRID: &[&str] = &["ph", "px", "py"];
+    for imp in IMPLS {
+        j.lifecycle("hybrid", imp, HYBRID, &["lo", "br0"]);
+        j.ping("hybrid", imp, "untagged-100", true);
+    }
+    j.ping("hybrid", "ours", "tagged-101", true);
+    j.ping("hybrid", "ref", "tagged-101", false);
+    j.port_vlans(
+        "hybrid",
+        "ours",
+        HYBRID,
+        "port:ph",
+        vset(&[(1, 1, "untagged"), (100, 100, pvid_u), (101, 101, "tagged")]),
+    );
+    j.port_vlans(
+        "hybrid",
+        "ref",
+        HYBRID,
+        "port:ph",
+        vset(&[(1, 1, "untagged"), (100, 100, pvid_u)]),
+    );
+
     // vlan + isGateway: the gateway address on br0.100, a veth whose peer is
     // an access port of VLAN 100; both stay after the last DEL.
     const GW: &[&str] = &["pa", "pb", "ph"];

@@ -168,6 +168,29 @@ trunk() {
   after trunk "$i" pt px pz py
 }
 
+# vlan and vlanTrunk together (ours: untagged 100 plus tagged 101 on ph;
+# upstream refuses the combination, the reference ignores vlanTrunk).
+hybrid() {
+  i=$1
+  fresh ph px py
+  conf /tmp/h.json hybrid ",\"vlan\":100,\"vlanTrunk\":[{\"id\":101}]$(ipam 10.14.0.0/24 10.14.0.1 10.14.0.9)"
+  conf /tmp/x.json hybrid-x ",\"vlan\":100$(ipam 10.14.0.0/24 10.14.0.10 10.14.0.19)"
+  conf /tmp/y.json hybrid-y ",\"vlan\":101$(ipam 10.14.1.0/24 10.14.1.10 10.14.1.19)"
+  add hybrid "$i" ph /tmp/h.json
+  add hybrid "$i" px /tmp/x.json
+  add hybrid "$i" py /tmp/y.json
+  ip -n ph link add link eth0 name eth0.101 type vlan id 101
+  ip -n ph addr add 10.14.1.1/24 dev eth0.101
+  ip -n ph link set eth0.101 up
+  reach hybrid "$i" ph "$(addr px)" untagged-100
+  reach hybrid "$i" ph "$(addr py)" tagged-101
+  state hybrid "$i"
+  del hybrid "$i" ph /tmp/h.json
+  del hybrid "$i" px /tmp/x.json
+  del hybrid "$i" py /tmp/y.json
+  after hybrid "$i" ph px py
+}
+
 # vlan + isGateway: the gateway on br0.100 (pa, pb); ph on vlan 200, same
 # subnet, no gateway.
 gateway() {
@@ -207,7 +230,7 @@ ip link add vprobe type bridge vlan_filtering 1
 fact boot/vlan_filtering "$(cat /sys/class/net/vprobe/bridge/vlan_filtering 2>&1)"
 ip link del vprobe
 for impl in ours ref; do
-  for scen in access nodefault trunk gateway refuse; do
+  for scen in access nodefault trunk hybrid gateway refuse; do
     start=$(cut -d' ' -f1 /proc/uptime)
     "$scen" "$impl"
     fact "time/$scen/$impl" "$start $(cut -d' ' -f1 /proc/uptime)"
