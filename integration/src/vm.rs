@@ -64,7 +64,20 @@ pub fn kernel_package() -> Result<String, String> {
 /// Fetches Debian's current kernel package (once per version: kept under
 /// `cache`) and extracts `vmlinuz` and the named modules (`.ko`, or
 /// `.ko.xz` decompressed with `xz`, which busybox `insmod` cannot read).
+/// Package lists that are missing or stale (the version they name is gone
+/// from the archive) are refreshed with `apt-get update` once.
 pub fn debian_kernel(cache: &Path, modules: &[&str]) -> Result<Kernel, String> {
+    fetch_kernel(cache, modules).or_else(|first| {
+        run(
+            Command::new("apt-get").args(["update", "-q"]),
+            "apt-get update",
+        )
+        .map_err(|e| format!("{first}; then {e}"))?;
+        fetch_kernel(cache, modules).map_err(|e| format!("{first}; after apt-get update: {e}"))
+    })
+}
+
+fn fetch_kernel(cache: &Path, modules: &[&str]) -> Result<Kernel, String> {
     let package = kernel_package()?;
     let dir = cache.join(&package);
     let kernel = Kernel {
