@@ -42,7 +42,8 @@ pub struct BridgeConf {
     pub vlan: u16,
     /// Tagged VLANs, sorted and unique.
     pub vlan_trunk: Vec<u16>,
-    /// Keep VLAN 1 on the port when VLANs are used.
+    /// Keep VLAN 1 (untagged) on the port when VLANs are used; default
+    /// true, as upstream and as the reference (which always keeps it).
     pub preserve_default_vlan: bool,
     /// IPv6 duplicate address detection on the container interface.
     pub enable_dad: bool,
@@ -258,7 +259,8 @@ pub fn load(req: &Request) -> Result<BridgeConf, BridgeError> {
         promisc,
         vlan,
         vlan_trunk,
-        preserve_default_vlan: o.bool("preserveDefaultVlan").map_err(decode)?,
+        preserve_default_vlan: o.get("preserveDefaultVlan").is_none()
+            || o.bool("preserveDefaultVlan").map_err(decode)?,
         enable_dad: o.bool("enabledad").map_err(decode)?,
         mac_spoof_check: o.bool("macspoofchk").map_err(decode)?,
         disable_container_interface,
@@ -268,4 +270,52 @@ pub fn load(req: &Request) -> Result<BridgeConf, BridgeError> {
         mac,
         prev_result,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni_spec::env::Command;
+    use cni_spec::version::Version;
+
+    fn conf(extra: Value) -> Result<BridgeConf, BridgeError> {
+        let mut config = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "bridge"});
+        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        let Value::Object(config) = config else {
+            unreachable!()
+        };
+        load(&Request {
+            command: Command::Add,
+            container_id: "c".into(),
+            netns: "/run/netns/x".into(),
+            ifname: "eth0".into(),
+            args: String::new(),
+            path: Vec::new(),
+            stdin: Vec::new(),
+            version: Version::V1_0_0,
+            name: "n".into(),
+            config,
+        })
+    }
+
+    #[test]
+    fn default_vlan_is_preserved_unless_refused() {
+        let keep = |extra| conf(extra).map(|c| c.preserve_default_vlan).ok();
+        assert_eq!(keep(serde_json::json!({"vlan": 100})), Some(true));
+        assert_eq!(
+            keep(serde_json::json!({"vlan": 100, "preserveDefaultVlan": null})),
+            Some(true)
+        );
+        assert_eq!(
+            keep(serde_json::json!({"vlan": 100, "preserveDefaultVlan": true})),
+            Some(true)
+        );
+        assert_eq!(
+            keep(serde_json::json!({"vlan": 100, "preserveDefaultVlan": false})),
+            Some(false)
+        );
+        assert!(conf(serde_json::json!({"preserveDefaultVlan": "no"})).is_err());
+    }
 }

@@ -12,11 +12,15 @@
 //!
 //! A missing binary is a hard failure (panic with a hint), never a skip.
 
+pub mod bridge_state;
 pub mod cri;
 pub mod crio;
 pub mod h2raw;
+pub mod initramfs;
 pub mod netns;
 pub mod oci;
+pub mod verdicts;
+pub mod vm;
 
 use std::collections::BTreeSet;
 use std::fs;

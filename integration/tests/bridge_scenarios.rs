@@ -1008,7 +1008,8 @@ fn macspoofchk_rules_present_then_gone() {
 }
 
 // ---------------------------------------------------------------------------
-// VLAN (kernel without bridge vlan_filtering: error path only)
+// VLAN (kernel without bridge vlan_filtering: error path only; the features
+// themselves run on a filtering kernel under qemu: bridge_vlan_vm.rs)
 // ---------------------------------------------------------------------------
 
 #[test]
