@@ -1,16 +1,60 @@
 //! Delegation: running another plugin found on `CNI_PATH` (how a main plugin
 //! calls its IPAM plugin), with the caller's exact stdin bytes and its whole
 //! environment, only `CNI_COMMAND` replaced (SPEC "Delegated plugins").
+//!
+//! A multi-call executable that carries several plugins registers them as
+//! [`Builtin`]s: when the file `CNI_PATH` yields for a delegate is this very
+//! executable, the delegate runs in-process (same environment, same stdin
+//! bytes, its reply read exactly as an exec'd one's) and saves a process
+//! start. Any other file (another implementation) is exec'd as always.
 
 use crate::env::Command;
 use crate::error::{CniError, ErrorCode};
 use crate::result::CniResult;
+use crate::skel::Reply;
 use crate::skel::Request;
 use crate::version::Version;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// A plugin compiled into this executable: given the environment lookup and
+/// the stdin bytes, it returns what its process would print and exit with.
+pub type Builtin = fn(env: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Reply;
+
+static BUILTINS: OnceLock<&'static [(&'static str, Builtin)]> = OnceLock::new();
+
+/// Registers the plugins this executable carries (once, at start).
+pub fn register_builtins(list: &'static [(&'static str, Builtin)]) {
+    let _ = BUILTINS.set(list);
+}
+
+/// The builtin to run for `plugin` when `binary` (found on `CNI_PATH`) is
+/// this executable itself.
+fn builtin_for(plugin: &str, binary: &Path) -> Option<Builtin> {
+    let f = BUILTINS.get()?.iter().find(|(n, _)| *n == plugin)?.1;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let this = id(Path::new("/proc/self/exe"))?;
+    (id(binary)? == this).then_some(f)
+}
+
+/// Runs a builtin as its exec'd process would run, with `CNI_COMMAND`
+/// replaced.
+fn run_builtin(f: Builtin, command: Command, stdin: &[u8]) -> Result<Vec<u8>, CniError> {
+    let env = |k: &str| {
+        if k == "CNI_COMMAND" {
+            Some(command.as_str().to_string())
+        } else {
+            std::env::var_os(k).map(|v| v.to_string_lossy().into_owned())
+        }
+    };
+    let reply = f(&env, stdin);
+    let status = format!("exit status {}", reply.exit_code);
+    outcome(reply.exit_code == 0, &status, reply.stdout, &reply.stderr)
+}
 
 /// Finds `plugin` in `paths`: the first directory holding a regular file of
 /// that name.
@@ -77,23 +121,36 @@ pub fn exec_raw(binary: &Path, command: Command, stdin: &[u8]) -> Result<Vec<u8>
     let out = child
         .wait_with_output()
         .map_err(|e| err(format!("failed to wait for {}: {e}", binary.display())))?;
-    let _ = std::io::stderr().write_all(&out.stderr);
-    if out.status.success() {
-        return Ok(out.stdout);
-    }
     let status = match out.status.code() {
         Some(c) => format!("exit status {c}"),
         None => "killed by a signal".to_string(),
     };
-    if out.stdout.iter().all(u8::is_ascii_whitespace) {
-        let stderr = String::from_utf8_lossy(&out.stderr);
+    outcome(out.status.success(), &status, out.stdout, &out.stderr)
+}
+
+/// Reads a delegate's outcome: its stdout on success, else its error reply
+/// (code and texts kept) or a description of how it failed without one.
+/// Its stderr is copied to ours.
+fn outcome(
+    success: bool,
+    status: &str,
+    stdout: Vec<u8>,
+    stderr: &[u8],
+) -> Result<Vec<u8>, CniError> {
+    let err = |m: String| CniError::new(ErrorCode::INTERNAL, m);
+    let _ = std::io::stderr().write_all(stderr);
+    if success {
+        return Ok(stdout);
+    }
+    if stdout.iter().all(u8::is_ascii_whitespace) {
+        let stderr = String::from_utf8_lossy(stderr);
         return Err(err(if stderr.trim().is_empty() {
             format!("netplugin failed with no error message: {status}")
         } else {
             format!("netplugin failed: {:?}: {status}", stderr.as_ref())
         }));
     }
-    match serde_json::from_slice(&out.stdout)
+    match serde_json::from_slice(&stdout)
         .ok()
         .as_ref()
         .and_then(CniError::from_json)
@@ -101,14 +158,17 @@ pub fn exec_raw(binary: &Path, command: Command, stdin: &[u8]) -> Result<Vec<u8>
         Some(e) => Err(e),
         None => Err(err(format!(
             "netplugin failed but error parsing its diagnostic message {:?}",
-            String::from_utf8_lossy(&out.stdout)
+            String::from_utf8_lossy(&stdout)
         ))),
     }
 }
 
 fn run(plugin: &str, command: Command, req: &Request) -> Result<Vec<u8>, CniError> {
     let binary = find_in_path(plugin, &req.path)?;
-    exec_raw(&binary, command, &req.stdin)
+    match builtin_for(plugin, &binary) {
+        Some(f) => run_builtin(f, command, &req.stdin),
+        None => exec_raw(&binary, command, &req.stdin),
+    }
 }
 
 /// Delegated ADD: the delegate's result, read at its own version (the

@@ -699,6 +699,21 @@ impl Impl {
         Impl::mixed("ref-bridge+ours-host-local", b, i)
     }
 
+    /// The multi-call executable (`k8s-shims-cni`) as both `bridge` and
+    /// `host-local`: the IPAM runs in-process.
+    pub fn multicall() -> Impl {
+        let m = require_bin(&ours_dir(), "k8s-shims-cni", "our", OURS_HINT);
+        Impl::mixed("multicall", m.clone(), m)
+    }
+
+    /// The multi-call executable as `bridge`, the reference `host-local`
+    /// (exec'd: it is another file).
+    pub fn multicall_ref_ipam() -> Impl {
+        let m = require_bin(&ours_dir(), "k8s-shims-cni", "our", OURS_HINT);
+        let i = require_bin(&ref_dir(), "host-local", "reference", REF_HINT);
+        Impl::mixed("multicall-bridge+ref-host-local", m, i)
+    }
+
     /// Path of this set's `bridge`.
     pub fn bridge(&self) -> PathBuf {
         self.dir.join("bridge")
@@ -706,7 +721,7 @@ impl Impl {
 
     /// Whether `version` is supported by this set (the reference stops at 1.0.0).
     pub fn supports(&self, version: &str) -> bool {
-        self.label == "ours" || version != "1.1.0"
+        self.label == "ours" || self.label == "multicall" || version != "1.1.0"
     }
 }
 

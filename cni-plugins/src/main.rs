@@ -1,0 +1,74 @@
+//! `k8s-shims-cni`: every plugin of this workspace in one executable, run
+//! under the plugin's name (`bridge`, `host-local`: links to it), as
+//! busybox does. A node installs one file, and `bridge` runs a `host-local`
+//! found on `CNI_PATH` in-process when that file is this executable (see
+//! `cni_spec::delegate`); any other `host-local` is exec'd as usual.
+#![forbid(unsafe_code)]
+
+use cni_spec::delegate::{self, Builtin};
+use cni_spec::skel::{self, Reply};
+use std::ffi::OsStr;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// The plugins carried here, by the name they are run under.
+const PLUGINS: [&str; 2] = ["bridge", "host-local"];
+
+fn host_local(env: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Reply {
+    skel::dispatch(
+        &cni_host_local::HostLocal,
+        &cni_host_local::INFO,
+        env,
+        &mut &stdin[..],
+    )
+}
+
+/// Delegates run in-process when `CNI_PATH` leads back here.
+static BUILTINS: [(&str, Builtin); 1] = [("host-local", host_local)];
+
+const HELP: &str = "\
+k8s-shims-cni: the k8s-shims CNI plugins in one executable.
+
+Run it under a plugin's name (a symlink or hard link named so):
+  bridge      the bridge main plugin (see bridge --help)
+  host-local  the host-local IPAM plugin (see host-local --help)
+A bridge whose IPAM plugin resolves on CNI_PATH to this same executable runs it
+in-process instead of exec'ing it; any other IPAM binary is exec'd.
+
+Options:
+  -h, --help     this text
+  -V, --version  the version
+";
+
+fn main() -> ExitCode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let name = Path::new(&argv0).file_name().unwrap_or(OsStr::new(""));
+    match name.to_str() {
+        Some("bridge") => {
+            delegate::register_builtins(&BUILTINS);
+            skel::main(&cni_bridge::Bridge, &cni_bridge::INFO, cni_bridge::HELP)
+        }
+        Some("host-local") => skel::main(
+            &cni_host_local::HostLocal,
+            &cni_host_local::INFO,
+            cni_host_local::HELP,
+        ),
+        _ => {
+            let arg = std::env::args().nth(1).unwrap_or_default();
+            let text = match arg.as_str() {
+                "--version" | "-V" => format!("k8s-shims-cni {}\n", env!("CARGO_PKG_VERSION")),
+                "--help" | "-h" => HELP.to_string(),
+                _ => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "k8s-shims-cni: run me as one of {PLUGINS:?} (a link with that name); see --help"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+    }
+}
