@@ -42,20 +42,52 @@ fn remove_container_link(ns: &NetNs, home: &NetNs, ifname: &str) -> Result<()> {
 /// the plugin's own namespace (nothing is done then).
 pub fn del(req: &Request) -> Result<()> {
     let conf = config::load(req)?;
-    if !req.netns.is_empty() {
-        let home = NetNs::current()?;
-        match NetNs::open_container(Path::new(&req.netns), &home) {
-            Ok(ns) => remove_container_link(&ns, &home, &req.ifname)?,
-            // Gone: deleted, or unmounted with its file left behind (after
-            // a crash or reboot), or never a network namespace. The spec
-            // wants DEL to release everything else and succeed.
-            Err(NetnsError::Missing { .. }) => {}
-            Err(e @ (NetnsError::NotNetns { .. } | NetnsError::WrongKind { .. })) => {
-                eprintln!("bridge: DEL: {e}; treating the container namespace as gone");
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let ns = container_ns(req)?;
+    // The kernel's veth deletion waits for an RCU grace period (most of a
+    // DEL's time): the lease and the rules are released meanwhile, on a
+    // thread that never leaves the node's namespace (it is spawned before
+    // this one enters the container's). The reference releases the lease
+    // first too.
+    let (link, released) = std::thread::scope(|s| {
+        let host_side = s.spawn(|| release_host_side(&conf, req));
+        let link = match &ns {
+            Some((ns, home)) => remove_container_link(ns, home, &req.ifname),
+            None => Ok(()),
+        };
+        let released = host_side
+            .join()
+            .unwrap_or_else(|_| Err(BridgeError::Other("DEL: cleanup thread panicked".into())));
+        (link, released)
+    });
+    link.and(released)
+}
+
+/// The container namespace to clean, with the node's; `None` when it is
+/// gone (deleted, or unmounted with its file left behind after a crash or
+/// reboot, or never a network namespace: the spec wants DEL to release
+/// everything else and succeed) or not given.
+///
+/// # Errors
+/// `CNI_NETNS` is the plugin's own namespace, or cannot be opened.
+fn container_ns(req: &Request) -> Result<Option<(NetNs, NetNs)>> {
+    if req.netns.is_empty() {
+        return Ok(None);
     }
+    let home = NetNs::current()?;
+    match NetNs::open_container(Path::new(&req.netns), &home) {
+        Ok(ns) => Ok(Some((ns, home))),
+        Err(NetnsError::Missing { .. }) => Ok(None),
+        Err(e @ (NetnsError::NotNetns { .. } | NetnsError::WrongKind { .. })) => {
+            eprintln!("bridge: DEL: {e}; treating the container namespace as gone");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Releases the IPAM lease, then removes the spoof-check and masquerade
+/// rules; the first error, after trying everything.
+fn release_host_side(conf: &config::BridgeConf, req: &Request) -> Result<()> {
     let mut first_err = None;
     if let Some(t) = &conf.ipam_type {
         if let Err(e) = delegate::call(t, Command::Del, req) {
