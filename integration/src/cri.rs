@@ -38,7 +38,7 @@ use nix::unistd::Pid;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::netns::{run_with_timeout, Netns};
-use crate::{ours_dir, ref_dir, Output, Store, PATH};
+use crate::{ours_dir, Output, Store, PATH};
 
 /// CNI network name of the test conflist.
 pub const NET_NAME: &str = "podnet";
@@ -257,12 +257,12 @@ impl Containerd {
         for (name, dir) in [
             ("bridge", ours_dir()),
             ("host-local", ours_dir()),
-            ("loopback", ref_dir()),
+            ("loopback", ours_dir()),
         ] {
             let target = dir.join(name);
             assert!(
                 target.is_file(),
-                "CNI plugin {} missing (cargo build --workspace --bins; loopback comes from containernetworking-plugins)",
+                "CNI plugin {} missing (cargo build --workspace --bins)",
                 target.display()
             );
             symlink(&target, cni_bin_dir.join(name)).expect("symlink plugin");

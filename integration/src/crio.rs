@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 
 use crate::cri::{adapter_ok, unix, NET_NAME, SUBNET};
 use crate::netns::Netns;
-use crate::{ours_dir, ref_dir, Store, PATH};
+use crate::{ours_dir, Store, PATH};
 
 /// The CRI-O binary from `CRIO_BIN`, if set.
 pub fn crio_bin() -> Option<PathBuf> {
@@ -78,7 +78,7 @@ impl Crio {
         for (name, dir) in [
             ("bridge", ours_dir()),
             ("host-local", ours_dir()),
-            ("loopback", ref_dir()),
+            ("loopback", ours_dir()),
         ] {
             symlink(dir.join(name), cni_bin_dir.join(name)).expect("symlink plugin");
         }

@@ -111,6 +111,26 @@ pub fn ours() -> Plugin {
     )
 }
 
+/// Our plugin binary `name` (from `CNI_BIN_DIR`).
+pub fn ours_named(name: &str) -> Plugin {
+    locate(
+        ours_dir(),
+        name,
+        "ours",
+        "build first: cargo build --workspace --bins (or set CNI_BIN_DIR)",
+    )
+}
+
+/// The reference plugin binary `name` (v1.1.1).
+pub fn reference_named(name: &str) -> Plugin {
+    locate(
+        ref_dir(),
+        name,
+        "reference",
+        "install containernetworking-plugins (or set REF_CNI_DIR)",
+    )
+}
+
 /// The reference `host-local` binary (v1.1.1).
 pub fn reference() -> Plugin {
     locate(

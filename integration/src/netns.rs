@@ -330,6 +330,23 @@ impl Netns {
             .collect()
     }
 
+    /// Every address of `dev` (any scope) as `addr/prefix`, sorted.
+    pub fn all_addrs(&self, dev: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .addr_info(dev)
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}/{}",
+                    a["local"].as_str().unwrap_or_default(),
+                    a["prefixlen"]
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Global-scope addresses of `dev` as `addr/prefix`, sorted.
     pub fn global_addrs(&self, dev: &str) -> Vec<String> {
         let mut v: Vec<String> = self

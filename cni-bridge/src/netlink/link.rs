@@ -259,6 +259,17 @@ impl Netlink {
         self.set(|| format!("set link {index} up"), m)
     }
 
+    /// `ip link set <index> down`.
+    ///
+    /// # Errors
+    /// The kernel refuses.
+    pub fn set_down(&mut self, index: u32) -> Result<()> {
+        let mut m = link_msg(index);
+        m.header.flags = LinkFlags::empty();
+        m.header.change_mask = LinkFlags::Up;
+        self.set(|| format!("set link {index} down"), m)
+    }
+
     /// `ip link set <index> promisc on`.
     ///
     /// # Errors

@@ -1,0 +1,10 @@
+//! The `loopback` binary: everything it needs arrives in `CNI_*` variables
+//! and on stdin (see the README); `--help` and `--version` are for people.
+
+fn main() -> std::process::ExitCode {
+    cni_spec::skel::main(
+        &cni_loopback::Loopback,
+        &cni_loopback::INFO,
+        cni_loopback::HELP,
+    )
+}
