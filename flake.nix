@@ -40,7 +40,7 @@
     packages = forAllSystems (pkgs: let
       ps = ourPackages pkgs;
     in {
-      inherit (ps) host-local bridge cri-adapter;
+      inherit (ps) host-local bridge loopback cri-adapter;
       default = ps.all;
     });
 

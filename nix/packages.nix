@@ -11,7 +11,7 @@
   # The workspace without target/, nix/ and the rest: editing a Nix file
   # or a script does not rebuild the binaries. Every workspace member must
   # be present for cargo to load the workspace.
-  members = ["cni-spec" "cni-host-local" "cni-bridge" "cri-adapter" "integration"];
+  members = ["cni-spec" "cni-host-local" "cni-bridge" "cni-loopback" "cni-plugins" "cri-adapter" "integration"];
   src = lib.cleanSourceWith {
     name = "k8s-shims-source";
     src = root;
@@ -64,6 +64,13 @@ in rec {
     buildType = "cni";
     description = "bridge CNI plugin, a drop-in replacement for the reference one";
   };
+  loopback = build {
+    pname = "k8s-shims-loopback";
+    crate = "cni-loopback";
+    bin = "loopback";
+    buildType = "cni";
+    description = "loopback CNI plugin, a drop-in replacement for the reference one";
+  };
   cri-adapter = build {
     pname = "k8s-shims-cri-adapter";
     crate = "cri-adapter";
@@ -77,7 +84,7 @@ in rec {
   };
   all = symlinkJoin {
     name = "k8s-shims-${version}";
-    paths = [host-local bridge cri-adapter];
+    paths = [host-local bridge loopback cri-adapter];
     meta.mainProgram = "cri-adapter";
   };
 }

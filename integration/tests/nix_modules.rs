@@ -209,6 +209,35 @@ fn deadnix_finds_nothing() {
 // Pure renderers (plain Nix 2.8, no nixpkgs)
 // ---------------------------------------------------------------------------
 
+/// The quoted names in the first line of `text` that starts with `key`.
+fn quoted_list(text: &str, key: &str) -> Vec<String> {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(key))
+        .unwrap_or_else(|| panic!("no line starting with {key}"));
+    let mut v: Vec<String> = line
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_nix_source_filter_keeps_every_workspace_member() {
+    // cargo refuses to load a workspace with a member missing, so the Nix
+    // build's source filter must list every member of Cargo.toml.
+    let root = workspace_root();
+    let cargo = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let nix = std::fs::read_to_string(root.join("nix/packages.nix")).unwrap();
+    assert_eq!(
+        quoted_list(&nix, "members ="),
+        quoted_list(&cargo, "members =")
+    );
+}
+
 #[test]
 fn renderers_give_the_runtime_settings() {
     let r = render_nix();
@@ -823,7 +852,7 @@ fn flake_outputs_evaluate_with_nixpkgs_lib() {
     );
     assert_eq!(
         r["packages"],
-        json!(["bridge", "cri-adapter", "default", "host-local"])
+        json!(["bridge", "cri-adapter", "default", "host-local", "loopback"])
     );
     assert_eq!(r["togetherAssertions"], json!([]));
     assert_eq!(r["srcKeeps"]["target/debug/bridge"], false);

@@ -154,7 +154,7 @@
   r = results;
   failures = lib.concatLists [
     (expect "outputs" (r.outputs == ["checks" "devShells" "formatter" "nixosConfigurations" "nixosModules" "overlays" "packages"]))
-    (expect "packages" (r.packages == ["bridge" "cri-adapter" "default" "host-local"]))
+    (expect "packages" (r.packages == ["bridge" "cri-adapter" "default" "host-local" "loopback"]))
     (expect "nixosModules" (r.nixosModules == ["cni-bridge" "cni-host-local" "cri-adapter" "default" "kubelet"]))
     (expect "nixosConfigurations" (r.nixosConfigurations == ["containerd-node" "crio-node"]))
     (expect "checks" (lib.all (c: builtins.elem c r.checks) ["bridge" "cri-adapter" "host-local" "module-eval" "vm-containerd" "vm-crio" "vm-host-gw" "example-containerd-node" "example-crio-node"]))
