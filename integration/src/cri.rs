@@ -31,7 +31,8 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ImageSpec, LinuxPodSandboxConfig, ListPodSandboxRequest,
-    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, StopPodSandboxRequest,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatus, PodSandboxStatusRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -214,6 +215,38 @@ fn kill_trees(roots: &[i32]) {
     }
 }
 
+/// A runtime's own network namespace and temporary directory
+/// (`<prefix>-<tag>-...`).
+pub fn runtime_home(tag: &str, prefix: &str) -> (Netns, tempfile::TempDir) {
+    let ns = Netns::new(tag);
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{prefix}-{tag}-"))
+        .tempdir()
+        .expect("temp dir");
+    (ns, tmp)
+}
+
+/// Creates `dir/name` and returns it.
+pub fn subdir(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::create_dir_all(&p).expect("mkdir");
+    p
+}
+
+/// Links our `bridge`, `host-local` and `loopback` into a runtime's CNI bin
+/// dir.
+pub fn link_our_plugins(cni_bin_dir: &Path) {
+    for name in ["bridge", "host-local", "loopback"] {
+        let target = ours_dir().join(name);
+        assert!(
+            target.is_file(),
+            "CNI plugin {} missing (cargo build --workspace --bins)",
+            target.display()
+        );
+        symlink(&target, cni_bin_dir.join(name)).expect("symlink plugin");
+    }
+}
+
 /// A containerd of our own, in a throwaway network namespace.
 #[derive(Debug)]
 pub struct Containerd {
@@ -236,17 +269,9 @@ impl Containerd {
     /// render` and starts containerd; returns once `cri-adapter wait`
     /// reports it ready (RuntimeReady and NetworkReady).
     pub fn start(tag: &str) -> Containerd {
-        let ns = Netns::new(tag);
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!("cri-it-{tag}-"))
-            .tempdir()
-            .expect("temp dir");
+        let (ns, tmp) = runtime_home(tag, "cri-it");
         let d = tmp.path();
-        let sub = |n: &str| {
-            let p = d.join(n);
-            std::fs::create_dir_all(&p).expect("mkdir");
-            p
-        };
+        let sub = |n: &str| subdir(d, n);
         let root = sub("root");
         let state = sub("state");
         let cni_conf_dir = sub("net.d");
@@ -254,19 +279,7 @@ impl Containerd {
         let ipam_dir = sub("ipam");
         let pod_logs = sub("pod-logs");
         let socket = d.join("containerd.sock");
-        for (name, dir) in [
-            ("bridge", ours_dir()),
-            ("host-local", ours_dir()),
-            ("loopback", ours_dir()),
-        ] {
-            let target = dir.join(name);
-            assert!(
-                target.is_file(),
-                "CNI plugin {} missing (cargo build --workspace --bins)",
-                target.display()
-            );
-            symlink(&target, cni_bin_dir.join(name)).expect("symlink plugin");
-        }
+        link_our_plugins(&cni_bin_dir);
         let conflist = serde_json::json!({
             "cniVersion": "1.0.0",
             "name": NET_NAME,
@@ -736,6 +749,38 @@ pub fn image_client(ch: Channel) -> ImageServiceClient<Channel> {
     ImageServiceClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
+}
+
+/// RunPodSandbox with `cfg`; its ID. On failure it panics with `log()`
+/// (the runtime's log).
+pub async fn run_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    cfg: PodSandboxConfig,
+    log: impl FnOnce() -> String,
+) -> String {
+    match rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg),
+            runtime_handler: String::new(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().pod_sandbox_id,
+        Err(e) => panic!("RunPodSandbox: {e}\n{}", log()),
+    }
+}
+
+/// PodSandboxStatus of `id`.
+pub async fn pod_status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> PodSandboxStatus {
+    rt.pod_sandbox_status(PodSandboxStatusRequest {
+        pod_sandbox_id: id.to_string(),
+        verbose: false,
+    })
+    .await
+    .expect("PodSandboxStatus")
+    .into_inner()
+    .status
+    .expect("PodSandboxStatus without a status")
 }
 
 /// A Linux pod config (no cgroup parent), logs under `log_dir`.

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::cri::{adapter_ok, unix, NET_NAME, SUBNET};
+use crate::cri::{adapter_ok, link_our_plugins, runtime_home, subdir, unix, NET_NAME, SUBNET};
 use crate::netns::Netns;
-use crate::{ours_dir, Store, PATH};
+use crate::{Store, PATH};
 
 /// The CRI-O binary from `CRIO_BIN`, if set.
 pub fn crio_bin() -> Option<PathBuf> {
@@ -54,17 +54,9 @@ impl Crio {
     /// last, so it is taken as it is); CRI-O is not started yet and no CNI
     /// config exists yet.
     pub fn prepare(tag: &str) -> Crio {
-        let ns = Netns::new(tag);
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!("crio-it-{tag}-"))
-            .tempdir()
-            .expect("temp dir");
+        let (ns, tmp) = runtime_home(tag, "crio-it");
         let d = tmp.path();
-        let sub = |n: &str| {
-            let p = d.join(n);
-            std::fs::create_dir_all(&p).expect("mkdir");
-            p
-        };
+        let sub = |n: &str| subdir(d, n);
         let storage_root = sub("storage");
         let storage_runroot = sub("run/storage");
         let cni_conf_dir = sub("net.d");
@@ -75,13 +67,7 @@ impl Crio {
         for n in ["logs", "ns", "exits", "attach", "hooks", "cni-cache", ".cg"] {
             sub(n);
         }
-        for (name, dir) in [
-            ("bridge", ours_dir()),
-            ("host-local", ours_dir()),
-            ("loopback", ours_dir()),
-        ] {
-            symlink(dir.join(name), cni_bin_dir.join(name)).expect("symlink plugin");
-        }
+        link_our_plugins(&cni_bin_dir);
         let socket = d.join("crio.sock");
         let pinns = std::env::var_os("CRIO_PINNS")
             .map(PathBuf::from)

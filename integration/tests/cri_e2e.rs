@@ -15,9 +15,8 @@ use integration::cri::*;
 use integration::oci::{self, Naming};
 use k8s_cri::v1::{
     ContainerState, CreateContainerRequest, ExecSyncRequest, ImageSpec, ImageStatusRequest,
-    ListContainersRequest, ListImagesRequest, ListPodSandboxRequest, PodSandboxStatusRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
-    VersionRequest,
+    ListContainersRequest, ListImagesRequest, ListPodSandboxRequest, RemovePodSandboxRequest,
+    StartContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
 use tonic::Code;
 
@@ -111,25 +110,8 @@ async fn pod_with_busybox_through_serve() {
         .into_inner();
     assert_eq!(v.runtime_name, "containerd");
     let pod_cfg = pod_config("e2e-pod", &cd.pod_logs);
-    let pod_id = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_cfg.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", cd.log_text()))
-        .into_inner()
-        .pod_sandbox_id;
-    let status = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let pod_id = run_pod(&mut rt, pod_cfg.clone(), || cd.log_text()).await;
+    let status = pod_status(&mut rt, &pod_id).await;
     let ip = status.network.unwrap().ip;
     assert!(in_pod_subnet(&ip), "pod ip {ip} not in {SUBNET}");
     let store = cd.ipam();
@@ -285,15 +267,7 @@ async fn seed_gzip_and_docker_archives() {
     let pause = oci::pause_image();
     cd.seed_each(&cd.socket, &[&pause.write_oci(dir, "pause.oci.tar")]);
     let pod_cfg = pod_config("gz-pod", &cd.pod_logs);
-    let pod_id = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_cfg.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", cd.log_text()))
-        .into_inner()
-        .pod_sandbox_id;
+    let pod_id = run_pod(&mut rt, pod_cfg.clone(), || cd.log_text()).await;
     let mut cfg = busybox_container("gz", &["sleep", "3600"]);
     cfg.image.as_mut().unwrap().image = gz.name.clone();
     let cid = rt
@@ -430,15 +404,10 @@ async fn containerd_restart_while_serving_h2() {
     );
     // And a pod runs.
     let mut rt = runtime_client(ch.clone());
-    let pod_id = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_config("after-restart", &cd.pod_logs)),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox after restart: {e}\n{}", cd.log_text()))
-        .into_inner()
-        .pod_sandbox_id;
+    let pod_id = run_pod(&mut rt, pod_config("after-restart", &cd.pod_logs), || {
+        format!("after the restart\n{}", cd.log_text())
+    })
+    .await;
     rt.stop_pod_sandbox(StopPodSandboxRequest {
         pod_sandbox_id: pod_id.clone(),
     })

@@ -18,8 +18,8 @@ use integration::oci;
 use k8s_cri::v1::{
     Capability, ContainerConfig, CreateContainerRequest, ExecSyncRequest, ImageSpec,
     ImageStatusRequest, LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxStatusRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, RemovePodSandboxRequest,
+    StartContainerRequest, StopPodSandboxRequest,
 };
 
 fn need_crio() {
@@ -211,28 +211,12 @@ async fn wait_seed_and_pod() {
         ..LinuxPodSandboxConfig::default()
     });
     let config_linux = config.linux.clone();
-    let pod = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n--- CRI-O ---\n{}", c.log_text()))
-        .into_inner()
-        .pod_sandbox_id;
-    let status = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let ip = status
-        .status
-        .and_then(|s| s.network)
-        .map(|n| n.ip)
-        .unwrap_or_default();
+    let pod = run_pod(&mut rt, config, || {
+        format!("--- CRI-O ---\n{}", c.log_text())
+    })
+    .await;
+    let status = pod_status(&mut rt, &pod).await;
+    let ip = status.network.map(|n| n.ip).unwrap_or_default();
     assert!(ip.starts_with("10.88."), "pod IP {ip:?}");
     assert_eq!(c.ipam().ip_names(), vec![ip.clone()]);
     // A busybox container in it sees that address and reaches the gateway.
@@ -481,25 +465,11 @@ async fn oom_clamping_wrapper_lets_infra_containers_start() {
     // Default namespace options: a pod-level PID namespace, so CRI-O runs
     // an infra container with oom_score_adj -998.
     let mut rt = runtime_client(channel(&c.socket).await);
-    let pod = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_config("oom-pod", &c.pod_logs)),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n--- CRI-O ---\n{}", c.log_text()))
-        .into_inner()
-        .pod_sandbox_id;
-    let st = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let pod = run_pod(&mut rt, pod_config("oom-pod", &c.pod_logs), || {
+        format!("--- CRI-O ---\n{}", c.log_text())
+    })
+    .await;
+    let st = pod_status(&mut rt, &pod).await;
     assert_eq!(st.state, k8s_cri::v1::PodSandboxState::SandboxReady as i32);
     rt.stop_pod_sandbox(StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),
