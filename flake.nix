@@ -26,6 +26,7 @@
       in {
         host-local = lib.mkDefault ps.host-local;
         bridge = lib.mkDefault ps.bridge;
+        loopback = lib.mkDefault ps.loopback;
         cri-adapter = lib.mkDefault ps.cri-adapter;
       };
     };

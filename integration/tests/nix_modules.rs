@@ -882,7 +882,11 @@ fn modules_evaluate_with_nixpkgs_lib() {
         .as_str()
         .unwrap()
         .ends_with("-k8s-shims-host-local-0.1.0/bin/host-local"));
-    for t in ["loopback", "portmap", "tuning", "bandwidth"] {
+    assert!(paths["loopback"]
+        .as_str()
+        .unwrap()
+        .ends_with("-k8s-shims-loopback-0.1.0/bin/loopback"));
+    for t in ["portmap", "tuning", "bandwidth"] {
         assert!(
             paths[t]
                 .as_str()

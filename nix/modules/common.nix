@@ -15,6 +15,7 @@ in {
   options.services.k8s.packages = {
     host-local = ours "host-local";
     bridge = ours "bridge";
+    loopback = ours "loopback";
     cri-adapter = ours "cri-adapter";
   };
 }

@@ -640,11 +640,11 @@
     (expect "containerd-node: wait requires NetworkReady" (!(lib.hasInfix "--no-network" (builtins.head c.containerd-node.services.k8s-cri-adapter.ExecStart))))
     (expect "crio-node: skopeo for seeding" (c.crio-node.services.k8s-cri-adapter.path == [pkgs.skopeo]))
     (expect "containerd-node: no failed assertion" (c.containerd-node.assertions == []))
-    (expect "containerd-node: bin dir = ours for bridge and host-local, cni-plugins for the rest" (
+    (expect "containerd-node: bin dir = ours for bridge, host-local and loopback, cni-plugins for the rest" (
       c.containerd-node.pluginPaths.bridge
       == ours "bridge"
       && c.containerd-node.pluginPaths.host-local == ours "host-local"
-      && c.containerd-node.pluginPaths.loopback == ref "loopback"
+      && c.containerd-node.pluginPaths.loopback == ours "loopback"
       && c.containerd-node.pluginPaths.portmap == ref "portmap"
     ))
     (expect "containerd-node: containerd uses our bin dir and conf dir (over kubernetes' mkDefault)" (

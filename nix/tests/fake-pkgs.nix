@@ -45,6 +45,7 @@ in {
   k8s-shims = {
     host-local = drv "k8s-shims-host-local-0.1.0";
     bridge = drv "k8s-shims-bridge-0.1.0";
+    loopback = drv "k8s-shims-loopback-0.1.0";
     cri-adapter = drv "k8s-shims-cri-adapter-0.1.0";
   };
   # Keeps the entries, so the tests can read the bin dir's layout.
