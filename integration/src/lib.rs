@@ -12,6 +12,7 @@
 //!
 //! A missing binary is a hard failure (panic with a hint), never a skip.
 
+pub mod archives;
 pub mod bridge_state;
 pub mod cri;
 pub mod crio;
@@ -19,6 +20,7 @@ pub mod h2raw;
 pub mod initramfs;
 pub mod netns;
 pub mod oci;
+pub mod seed_bench;
 pub mod verdicts;
 pub mod vm;
 

@@ -10,113 +10,14 @@
 //! pause image). Needs root, containerd, runc and a built workspace.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use integration::archives::{write_docker_archive, write_layer};
 use integration::cri::*;
-use integration::XorShift;
 use nix::sys::resource::{getrusage, UsageWho};
-use sha2::{Digest, Sha256};
 
 const LIMIT_KIB: i64 = 64 << 10;
-
-/// Pseudo-random bytes, `left` of them.
-struct Noise {
-    rng: XorShift,
-    left: u64,
-}
-
-impl Read for Noise {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        for chunk in buf[..n].chunks_mut(8) {
-            let v = self.rng.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
-fn sha256_file(p: &Path) -> String {
-    let mut f = std::fs::File::open(p).unwrap();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    format!("{:x}", h.finalize())
-}
-
-fn file_header(size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_cksum();
-    h
-}
-
-/// A layer tar holding one file of `size` pseudo-random bytes; its hex
-/// digest.
-fn write_layer(path: &Path, size: u64) -> String {
-    let f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut b = tar::Builder::new(f);
-    let noise = Noise {
-        rng: XorShift::new(7),
-        left: size,
-    };
-    b.append_data(&mut file_header(size), "noise", noise)
-        .unwrap();
-    b.into_inner().unwrap().flush().unwrap();
-    sha256_file(path)
-}
-
-/// A docker archive of image `name` whose layers are `layer` listed
-/// `times` times.
-fn write_docker_archive(path: &Path, name: &str, layer: &Path, hex: &str, times: usize) {
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": ["/noise"]},
-        "rootfs": {"type": "layers", "diff_ids": vec![format!("sha256:{hex}"); times]},
-    }))
-    .unwrap();
-    let cfg_path = format!("{:x}.json", Sha256::digest(&config));
-    let layer_path = format!("{hex}/layer.tar");
-    let manifest = serde_json::to_vec(&serde_json::json!([{
-        "Config": cfg_path, "RepoTags": [name], "Layers": vec![layer_path.clone(); times],
-    }]))
-    .unwrap();
-    let f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut b = tar::Builder::new(f);
-    b.append_data(
-        &mut file_header(manifest.len() as u64),
-        "manifest.json",
-        &manifest[..],
-    )
-    .unwrap();
-    b.append_data(
-        &mut file_header(config.len() as u64),
-        &cfg_path,
-        &config[..],
-    )
-    .unwrap();
-    let size = std::fs::metadata(layer).unwrap().len();
-    b.append_data(
-        &mut file_header(size),
-        &layer_path,
-        std::fs::File::open(layer).unwrap(),
-    )
-    .unwrap();
-    b.into_inner().unwrap().flush().unwrap();
-}
 
 /// Largest RSS (KiB) of any child reaped so far.
 fn children_max_rss_kib() -> i64 {
@@ -141,9 +42,9 @@ fn seed_memory_is_bounded_and_bombs_are_refused() {
         .unwrap();
     let d = dir.path();
     let layer = d.join("layer.tar");
-    let hex = write_layer(&layer, 96 << 20);
+    let hex = write_layer(&layer, 96 << 20).unwrap();
     let big = d.join("big.docker.tar");
-    write_docker_archive(&big, "example.com/k8s-shims/big:1", &layer, &hex, 1);
+    write_docker_archive(&big, "example.com/k8s-shims/big:1", &layer, &hex, 1).unwrap();
     let sock = fake_crio(d);
 
     // CRI-O path: every blob read and checked, nothing buffered.
@@ -210,7 +111,7 @@ fn seed_memory_is_bounded_and_bombs_are_refused() {
 
     // One 1 MiB layer listed 3000 times: refused, not amplified.
     let small = d.join("small-layer.tar");
-    let small_hex = write_layer(&small, 1 << 20);
+    let small_hex = write_layer(&small, 1 << 20).unwrap();
     let dup = d.join("dup.docker.tar");
     write_docker_archive(
         &dup,
@@ -218,7 +119,8 @@ fn seed_memory_is_bounded_and_bombs_are_refused() {
         &small,
         &small_hex,
         3000,
-    );
+    )
+    .unwrap();
     let err = adapter_fails(&[
         "seed",
         "--runtime",

@@ -70,6 +70,7 @@ fn main() -> ExitCode {
         "host-local" => host_local(&args[1..]),
         "bridge" => bridge(&args[1..]),
         "cri" => cri(&args[1..]),
+        "seed" => integration::seed_bench::run(&args[1..]),
         "bridge-worker" => bridge_worker(&args[1..]),
         "rss-probe" => rss_probe(&args[1..]),
         "-h" | "--help" | "help" => {
@@ -92,6 +93,7 @@ fn usage() -> &'static str {
     "usage: cni-bench host-local [--ours DIR] [--ref DIR] [--iterations N] [--full-iterations M]\n\
      \x20      cni-bench bridge [--ours DIR] [--ref DIR] [--iterations N] [--masq-iterations M]\n\
      \x20      cni-bench cri [--ours DIR] [--iterations N] [--images N] [--clients C] [--seconds S]\n\
+     \x20      cni-bench seed [--size MIB]\n\
      \x20      cni-bench rss-probe PLUGIN CONFIG_FILE [NETNS]   (internal: one ADD, prints children maxrss KiB)\n\
      \x20      cni-bench bridge-worker   (internal: runs plugin batches read from stdin, in its netns)\n\
      host-local defaults: --ours <workspace>/target/release, --ref /usr/lib/cni, --iterations 200,\n\
