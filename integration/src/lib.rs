@@ -19,6 +19,7 @@ pub mod h2raw;
 pub mod initramfs;
 pub mod netns;
 pub mod oci;
+pub mod portmap;
 pub mod verdicts;
 pub mod vm;
 
