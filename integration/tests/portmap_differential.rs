@@ -258,3 +258,27 @@ fn our_check_fails_when_a_rule_is_gone() {
         "{e}"
     );
 }
+
+/// `k8s-shims-cni` run as `portmap` behaves as the separate binary.
+#[test]
+fn the_multicall_executable_runs_portmap() {
+    let bin = integration::ours_dir().join("k8s-shims-cni");
+    assert!(bin.is_file(), "build first: cargo build -p cni-plugins");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let link = dir.path().join("portmap");
+    std::os::unix::fs::symlink(&bin, &link).expect("symlink");
+    let multi = Portmap {
+        label: "multicall",
+        path: link,
+    };
+    let prev = prev_result("1.0.0", &["10.6.0.2/24", "fd06::2/64"]);
+    let conf = chained(&pm_conf("1.0.0", mappings(), json!({})), &prev);
+    let (a, b) = (Netns::new("pmsep"), Netns::new("pmmulti"));
+    let ra = Portmap::ours().must_add(&a, &conf, "m1");
+    let rb = multi.must_add(&b, &conf, "m1");
+    assert_eq!(rb, ra);
+    assert_eq!(tables(&b), tables(&a));
+    multi.check(&b, &conf, "m1").expect("CHECK");
+    multi.must_del(&b, &conf, "m1");
+    assert_eq!(attachment_state(&b), Vec::<String>::new());
+}
