@@ -98,11 +98,35 @@ pub enum MarkChain {
     External(String),
 }
 
+/// Which firewall holds the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// iptables/ip6tables table `nat` (reference v1.1.1 and HEAD).
+    Iptables,
+    /// nftables tables `ip cni_hostport` and `ip6 cni_hostport` (reference
+    /// HEAD).
+    Nftables,
+}
+
+impl Backend {
+    fn as_str(self) -> &'static str {
+        match self {
+            Backend::Iptables => "iptables",
+            Backend::Nftables => "nftables",
+        }
+    }
+}
+
 /// A validated portmap configuration.
 #[derive(Debug, Clone)]
 pub struct PortmapConf {
     /// The network name.
     pub name: String,
+    /// `backend`: given, or iptables unless only nft is installed.
+    pub backend: Backend,
+    /// `masqAll` (nftables): masquerade every connection to the container
+    /// through a published port, not only hairpin and localhost ones.
+    pub masq_all: bool,
     /// `runtimeConfig.portMappings`.
     pub mappings: Vec<PortMapping>,
     /// Masquerade hairpin and localhost traffic (default true).
@@ -225,6 +249,63 @@ fn string_list(o: &Obj<'_>, key: &str) -> Result<Vec<String>, PortmapError> {
         .collect())
 }
 
+/// The backend conditions are written for: iptables arguments start with
+/// `-` or `!`, nftables expressions never do.
+fn conditions_backend(c: &[String]) -> Option<Backend> {
+    let first = c.first()?;
+    Some(if first.starts_with('-') || first.starts_with('!') {
+        Backend::Iptables
+    } else {
+        Backend::Nftables
+    })
+}
+
+/// Reads `backend` (default: iptables, unless only nft is installed) and
+/// refuses options of the other backend, as reference HEAD does.
+fn backend(
+    o: &Obj<'_>,
+    external_mark: bool,
+    v4: &[String],
+    v6: &[String],
+) -> Result<Backend, PortmapError> {
+    let chosen = match o.str("backend").map_err(decode)? {
+        None => {
+            if crate::tools::find("iptables-restore").is_none()
+                && crate::tools::find("nft").is_some()
+            {
+                Backend::Nftables
+            } else {
+                Backend::Iptables
+            }
+        }
+        Some("iptables") => Backend::Iptables,
+        Some("nftables") => Backend::Nftables,
+        Some(other) => return Err(invalid(format!("unrecognized backend {other:?}"))),
+    };
+    let mut foreign = Vec::new();
+    if external_mark && chosen == Backend::Nftables {
+        foreign.push("externalSetMarkChain");
+    }
+    for (key, c) in [("conditionsV4", v4), ("conditionsV6", v6)] {
+        if conditions_backend(c).is_some_and(|b| b != chosen) {
+            foreign.push(key);
+        }
+    }
+    if !foreign.is_empty() {
+        let other = match chosen {
+            Backend::Iptables => Backend::Nftables,
+            Backend::Nftables => Backend::Iptables,
+        };
+        return Err(invalid(format!(
+            "{} backend was requested but configuration contains {}-specific options [{}]",
+            chosen.as_str(),
+            other.as_str(),
+            foreign.join(" ")
+        )));
+    }
+    Ok(chosen)
+}
+
 /// Reads and validates the configuration of `req`. Needs no `prevResult`
 /// (DEL and GC run without one); see [`PortmapConf::container_ips`].
 ///
@@ -274,6 +355,14 @@ pub fn load(req: &Request) -> Result<PortmapConf, PortmapError> {
         ),
         (None, None) => MarkChain::Bit(DEFAULT_MARK_BIT),
     };
+    let conditions_v4 = string_list(&o, "conditionsV4")?;
+    let conditions_v6 = string_list(&o, "conditionsV6")?;
+    let backend = backend(
+        &o,
+        matches!(mark, MarkChain::External(_)),
+        &conditions_v4,
+        &conditions_v6,
+    )?;
     let mut mappings: Vec<PortMapping> = Vec::new();
     if let Some(rc) = o.obj("runtimeConfig").map_err(decode)? {
         let rc_path = o.child_path("runtimeConfig");
@@ -318,8 +407,10 @@ pub fn load(req: &Request) -> Result<PortmapConf, PortmapError> {
         mappings,
         snat,
         mark,
-        conditions_v4: string_list(&o, "conditionsV4")?,
-        conditions_v6: string_list(&o, "conditionsV6")?,
+        backend,
+        masq_all: o.bool("masqAll").map_err(decode)?,
+        conditions_v4,
+        conditions_v6,
         prev_result,
     })
 }

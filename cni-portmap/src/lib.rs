@@ -1,9 +1,10 @@
 //! portmap: a chained CNI plugin that forwards host ports to a container
 //! (Kubernetes `hostPort`), a drop-in replacement for the reference plugin.
 //!
-//! Layout: [`config`] reads and validates; [`iptables`] owns the rules (its
-//! [`iptables::rules`] is pure); [`conntrack`] and [`localnet`] own their
-//! kernel interfaces; [`cmd`] runs the commands.
+//! Layout: [`config`] reads and validates; [`iptables`] (its
+//! [`iptables::rules`] is pure) and [`nftables`] own the rules of the two
+//! backends; [`conntrack`] and [`localnet`] own their kernel interfaces;
+//! [`cmd`] runs the commands.
 #![forbid(unsafe_code)]
 
 pub mod cmd;
@@ -12,6 +13,7 @@ pub mod conntrack;
 pub mod error;
 pub mod iptables;
 pub mod localnet;
+pub mod nftables;
 pub mod tools;
 
 use cni_spec::{CniError, CniResult, Plugin, PluginInfo, Request};
@@ -38,7 +40,8 @@ stdout; logs go to stderr.
 
 Configuration: runtimeConfig.portMappings [{hostPort, containerPort,
 protocol (tcp|udp|sctp), hostIP}], snat (default true), markMasqBit (0-31,
-default 13), externalSetMarkChain, conditionsV4, conditionsV6.
+default 13), externalSetMarkChain, conditionsV4, conditionsV6, backend
+(iptables|nftables), masqAll (nftables).
 
 Options:
   -h, --help     this text

@@ -1,9 +1,9 @@
 //! ADD: forwards the host ports to the container addresses of `prevResult`
 //! and passes `prevResult` through as the result.
 
-use crate::config::{self, PortmapConf};
+use crate::config::{self, Backend, PortmapConf};
 use crate::error::PortmapError;
-use crate::{conntrack, iptables, localnet};
+use crate::{conntrack, iptables, localnet, nftables};
 use cni_spec::{CniResult, Request};
 use ipnetwork::IpNetwork;
 use std::io::Write;
@@ -25,7 +25,7 @@ pub fn add(req: &Request) -> Result<CniResult> {
     }
     for ip in ips.iter() {
         if let Err(e) = forward(&conf, &req.container_id, ip) {
-            let _ = iptables::teardown(&conf.name, &req.container_id);
+            let _ = super::del::remove(&conf, &req.container_id);
             return Err(e);
         }
         for p in conntrack::flush_udp(&conf.mappings, ip.is_ipv4()) {
@@ -48,5 +48,11 @@ fn forward(conf: &PortmapConf, container_id: &str, ip: IpNetwork) -> Result<()> 
             })?;
         }
     }
-    iptables::setup(conf, container_id, ip).map_err(PortmapError::tool("unable to setup DNAT"))
+    match conf.backend {
+        Backend::Iptables => iptables::setup(conf, container_id, ip)
+            .map_err(PortmapError::tool("unable to setup DNAT")),
+        Backend::Nftables => nftables::setup(conf, container_id, ip).map_err(PortmapError::tool(
+            "unable to set up nftables rules for port mappings",
+        )),
+    }
 }

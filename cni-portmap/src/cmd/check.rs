@@ -1,7 +1,8 @@
 //! CHECK: verifies the rules of each container address of `prevResult`.
 
+use crate::config::{self, Backend};
 use crate::error::PortmapError;
-use crate::{config, iptables};
+use crate::{iptables, nftables};
 use cni_spec::Request;
 
 use super::Result;
@@ -21,8 +22,13 @@ pub fn check(req: &Request) -> Result<()> {
     let ips = conf.container_ips(&req.ifname)?;
     for ip in ips.iter() {
         let fam = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
-        iptables::check(&conf, &req.container_id, ip)
-            .map_err(PortmapError::tool(format!("could not check {fam} dnat")))?;
+        match conf.backend {
+            Backend::Iptables => iptables::check(&conf, &req.container_id, ip)
+                .map_err(PortmapError::tool(format!("could not check {fam} dnat")))?,
+            Backend::Nftables => nftables::check(&conf, &req.container_id, ip).map_err(
+                PortmapError::tool(format!("could not check {fam} nftables rules")),
+            )?,
+        }
     }
     Ok(())
 }

@@ -7,7 +7,9 @@ use cni_spec::{AttachmentsError, Request};
 use super::Result;
 
 /// GC. The iptables chains are per container ID (the interface is not part
-/// of their name), so a container named in the list keeps its chain.
+/// of their name), so a container named in the list keeps its chain. The
+/// nftables rules carry only the container ID, not the network, so another
+/// network's attachments cannot be told apart: GC leaves them to DEL.
 ///
 /// # Errors
 /// A list of the wrong shape or missing, or iptables failing.

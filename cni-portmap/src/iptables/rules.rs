@@ -252,6 +252,8 @@ mod tests {
     fn conf(mappings: Vec<PortMapping>) -> PortmapConf {
         PortmapConf {
             name: "pmnet".into(),
+            backend: crate::config::Backend::Iptables,
+            masq_all: false,
             mappings,
             snat: true,
             mark: MarkChain::Bit(DEFAULT_MARK_BIT),
