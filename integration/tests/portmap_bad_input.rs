@@ -80,11 +80,34 @@ fn bad_input_is_an_exact_error_and_creates_nothing() {
             6,
             "could not parse prevResult: failed to decode result: invalid CIDR address: 10.9.0.300/24".into(),
         ),
+        (
+            conf_with(json!([tcp(80, 80)]), json!({"backend": "pf"}), v4_prev()),
+            7,
+            "unrecognized backend \"pf\"".into(),
+        ),
+        (
+            conf_with(
+                json!([tcp(80, 80)]),
+                json!({"backend": "nftables", "externalSetMarkChain": "KUBE-MARK-MASQ"}),
+                v4_prev(),
+            ),
+            7,
+            "nftables backend was requested but configuration contains iptables-specific options [externalSetMarkChain]".into(),
+        ),
+        (
+            conf_with(
+                json!([tcp(80, 80)]),
+                json!({"backend": "iptables", "conditionsV4": ["ip saddr 192.0.2.1"], "conditionsV6": ["ip6 saddr ::1"]}),
+                v4_prev(),
+            ),
+            7,
+            "iptables backend was requested but configuration contains nftables-specific options [conditionsV4 conditionsV6]".into(),
+        ),
     ];
     let ours = Portmap::ours();
     for (conf, code, msg) in cases {
         let host = Netns::new("pmbad");
-        let before = (nat(&host, false), nat(&host, true));
+        let before = (nat(&host, false), nat(&host, true), host.nft());
         let e = ours
             .add(&host, &conf, "bad1")
             .expect_err(&format!("ADD must fail: {conf}"));
@@ -92,7 +115,7 @@ fn bad_input_is_an_exact_error_and_creates_nothing() {
         assert_eq!(e["msg"], json!(msg), "{conf}");
         assert_eq!(e["cniVersion"], "1.0.0");
         assert_eq!(
-            (nat(&host, false), nat(&host, true)),
+            (nat(&host, false), nat(&host, true), host.nft()),
             before,
             "{conf}: tables changed"
         );

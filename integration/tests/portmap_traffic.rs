@@ -142,8 +142,13 @@ impl Node {
     /// bridge ADD, then portmap ADD (by `pm`) with bridge's result; returns
     /// the portmap configuration with its prevResult.
     fn attach(&self, pod: &Pod, pm: &Portmap, mappings: Value) -> Value {
+        self.attach_with(pod, pm, mappings, json!({}))
+    }
+
+    /// [`Node::attach`] with `extra` portmap settings.
+    fn attach_with(&self, pod: &Pod, pm: &Portmap, mappings: Value, extra: Value) -> Value {
         let bres = self.host.must_add(&self.bridge_conf, pod);
-        let mut conf = pm_conf("1.0.0", mappings, json!({}));
+        let mut conf = pm_conf("1.0.0", mappings, extra);
         conf["prevResult"] = bres.clone();
         let r = pm.must_add(&self.host.ns, &conf, &pod.id);
         assert_eq!(r, bres, "portmap must pass bridge's result through");
@@ -353,4 +358,78 @@ fn stale_udp_conntrack_entries_are_flushed_on_add() {
     });
     assert_eq!(got, Some(format!("pod udp from {CLIENT4}")));
     n.detach(&pod, &pm, &conf);
+}
+
+/// nft rules (family, chain, rule text) of table `cni_hostport` commented
+/// with `id`.
+fn nft_rules_of(host: &Netns, id: &str) -> Vec<String> {
+    host.nft()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| r["table"] == "cni_hostport" && r["comment"] == id)
+        .map(|r| format!("{} {} {}", r["family"], r["chain"], r["expr"]))
+        .collect()
+}
+
+#[test]
+fn the_nftables_backend_forwards_and_cleans_up() {
+    let n = node();
+    let pod = Pod::new("pmnft");
+    let pm = Portmap::ours();
+    let conf = n.attach_with(&pod, &pm, published(), json!({"backend": "nftables"}));
+    let _srv = Server::start(&pod.ns, 80, "pod");
+    // Nothing in iptables: the rules are nft's.
+    assert_eq!(attachment_state(&n.host.ns), Vec::<String>::new());
+    let rules = nft_rules_of(&n.host.ns, &pod.id);
+    // v4: 2 DNAT + hairpin + localhost; v6: 2 DNAT + hairpin.
+    assert_eq!(rules.len(), 7, "{rules:#?}");
+    for (proto, port) in [("tcp", 8080), ("udp", 5353)] {
+        assert_eq!(
+            answer(&n.client, proto, UP4, port),
+            format!("pod {proto} from {CLIENT4}")
+        );
+        assert_eq!(
+            answer(&n.client, proto, UP6, port),
+            format!("pod {proto} from {CLIENT6}")
+        );
+        assert_eq!(
+            answer(&n.host.ns, proto, "127.0.0.1", port),
+            format!("pod {proto} from {GW4}")
+        );
+        assert_eq!(
+            answer(&pod.ns, proto, UP4, port),
+            format!("pod {proto} from {GW4}")
+        );
+        assert_eq!(
+            answer(&pod.ns, proto, UP6, port),
+            format!("pod {proto} from {GW6}")
+        );
+    }
+    pm.check(&n.host.ns, &conf, &pod.id).expect("CHECK");
+    // A second ADD replaces the rules instead of adding copies.
+    pm.must_add(&n.host.ns, &conf, &pod.id);
+    assert_eq!(nft_rules_of(&n.host.ns, &pod.id).len(), 7);
+    // DEL with only the backend and the IDs.
+    let bare =
+        json!({"cniVersion": "1.0.0", "name": PM_NET, "type": "portmap", "backend": "nftables"});
+    pm.del(&n.host.ns, &bare, &pod.id, None).expect("DEL");
+    assert_eq!(nft_rules_of(&n.host.ns, &pod.id), Vec::<String>::new());
+    let e = pm
+        .check(&n.host.ns, &conf, &pod.id)
+        .expect_err("CHECK after DEL");
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("missing hostport rules in \"hostports\" chain"),
+        "{e}"
+    );
+    assert_eq!(
+        ask(&n.client, "tcp", UP4, 8080, None),
+        None,
+        "tcp after DEL"
+    );
+    let mut bconf = n.bridge_conf.clone();
+    bconf["prevResult"] = conf["prevResult"].clone();
+    n.host.must_del(&bconf, &pod);
 }
