@@ -448,3 +448,148 @@ impl PortmapConf {
         Ok(ips)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni_spec::env::Command;
+    use cni_spec::Version;
+    use serde_json::json;
+
+    fn req(conf: Value) -> Request {
+        let Value::Object(config) = conf else {
+            panic!("test config must be an object")
+        };
+        Request {
+            command: Command::Add,
+            container_id: "c1".into(),
+            netns: String::new(),
+            ifname: "eth0".into(),
+            args: String::new(),
+            path: Vec::new(),
+            stdin: Vec::new(),
+            version: Version::V1_0_0,
+            name: "net".into(),
+            config,
+        }
+    }
+
+    fn err(conf: Value) -> String {
+        match load(&req(conf)) {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_and_case_insensitive_keys() {
+        let c = load(&req(json!({
+            "RuntimeConfig": {"PortMappings": [{"HostPort": 80, "containerPort": 8080, "protocol": "UDP"}]},
+            "backend": "iptables"
+        })))
+        .expect("valid");
+        assert!(c.snat);
+        assert_eq!(c.mark, MarkChain::Bit(DEFAULT_MARK_BIT));
+        assert_eq!(c.backend, Backend::Iptables);
+        assert_eq!(
+            c.mappings,
+            vec![PortMapping {
+                host_port: 80,
+                container_port: 8080,
+                protocol: Protocol::Udp,
+                host_ip: None
+            }]
+        );
+        assert!(c.prev_result.is_none());
+    }
+
+    #[test]
+    fn same_port_on_two_host_ips_is_no_duplicate() {
+        let c = load(&req(json!({"runtimeConfig": {"portMappings": [
+            {"hostPort": 80, "containerPort": 80, "protocol": "tcp", "hostIP": "10.0.0.1"},
+            {"hostPort": 80, "containerPort": 80, "protocol": "tcp", "hostIP": "10.0.0.2"},
+            {"hostPort": 80, "containerPort": 80, "protocol": "udp"}
+        ]}})))
+        .expect("valid");
+        assert_eq!(c.mappings.len(), 3);
+        let e = err(json!({"runtimeConfig": {"portMappings": [
+            {"hostPort": 80, "containerPort": 80, "protocol": "tcp", "hostIP": "10.0.0.1"},
+            {"hostPort": 80, "containerPort": 81, "protocol": "tcp", "hostIP": "10.0.0.1"}
+        ]}}));
+        assert_eq!(e, "runtimeConfig.portMappings[1] duplicates runtimeConfig.portMappings[0]: tcp hostPort 80 hostIP 10.0.0.1");
+    }
+
+    #[test]
+    fn port_and_mark_limits() {
+        let m = |h: Value| json!({"runtimeConfig": {"portMappings": [{"hostPort": h, "containerPort": 1, "protocol": "tcp"}]}});
+        assert!(load(&req(m(json!(65535)))).is_ok());
+        assert_eq!(err(m(json!(65536))), "Invalid host port number: 65536");
+        assert_eq!(err(m(json!(0))), "Invalid host port number: 0");
+        assert_eq!(
+            err(m(json!(1.5))),
+            "cannot decode runtimeConfig.portMappings[0].hostPort: expected integer, found 1.5"
+        );
+        assert!(load(&req(json!({"markMasqBit": 0}))).is_ok());
+        assert!(load(&req(json!({"markMasqBit": 31}))).is_ok());
+        assert_eq!(
+            err(json!({"markMasqBit": 32})),
+            "MasqMarkBit must be between 0 and 31"
+        );
+        assert_eq!(
+            err(json!({"externalSetMarkChain": "A B"})),
+            "invalid externalSetMarkChain \"A B\": must be an iptables chain name"
+        );
+    }
+
+    #[test]
+    fn container_ips_skip_other_interfaces() {
+        let prev = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "cni0"}, {"name": "eth0", "sandbox": "/x"}, {"name": "eth1", "sandbox": "/x"}],
+        "ips": [
+            {"address": "10.0.0.1/24", "interface": 0},
+            {"address": "10.0.1.1/24", "interface": 2},
+            {"address": "10.0.2.2/24", "interface": 1},
+            {"address": "10.0.3.3/24", "interface": 1},
+            {"address": "fd00::2/64"}
+        ]});
+        let c = load(&req(
+            json!({"prevResult": prev, "runtimeConfig": {"portMappings": [
+                {"hostPort": 80, "containerPort": 80, "protocol": "tcp", "hostIP": "::"}
+            ]}}),
+        ))
+        .expect("valid");
+        let ips = c.container_ips("eth0").expect("ips");
+        assert_eq!(
+            ips.v4.map(|n| n.to_string()).as_deref(),
+            Some("10.0.2.2/24")
+        );
+        assert_eq!(ips.v6.map(|n| n.to_string()).as_deref(), Some("fd00::2/64"));
+        let v4_only = load(&req(json!({"prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}]},
+            "runtimeConfig": {"portMappings": [{"hostPort": 80, "containerPort": 80, "protocol": "tcp", "hostIP": "::"}]}})))
+        .expect("valid");
+        assert!(
+            v4_only.container_ips("eth0").is_err(),
+            "an IPv6 hostIP needs an IPv6 container address"
+        );
+    }
+
+    #[test]
+    fn backend_options() {
+        assert_eq!(
+            load(&req(
+                json!({"backend": "nftables", "conditionsV4": ["ip saddr 1.2.3.4"]})
+            ))
+            .expect("valid")
+            .backend,
+            Backend::Nftables
+        );
+        assert_eq!(
+            err(json!({"backend": "nftables", "conditionsV6": ["-s", "::1"]})),
+            "nftables backend was requested but configuration contains iptables-specific options [conditionsV6]"
+        );
+        assert_eq!(
+            err(json!({"backend": 1})),
+            "cannot decode backend: expected string, found number"
+        );
+    }
+}

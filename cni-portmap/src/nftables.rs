@@ -200,3 +200,57 @@ pub fn teardown(container_id: &str) -> Result<(), String> {
     }
     run("nft", &["-f", "-"], Some(&s)).map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Backend, MarkChain, PortMapping, Protocol};
+
+    fn conf(masq_all: bool) -> PortmapConf {
+        let pm = |h: u16, c: u16, p: Protocol, ip: Option<&str>| PortMapping {
+            host_port: h,
+            container_port: c,
+            protocol: p,
+            host_ip: ip.map(|s| s.parse().expect("test address")),
+        };
+        PortmapConf {
+            name: "n".into(),
+            backend: Backend::Nftables,
+            masq_all,
+            mappings: vec![
+                pm(8080, 80, Protocol::Tcp, None),
+                pm(8081, 81, Protocol::Udp, Some("10.0.0.1")),
+                pm(8082, 82, Protocol::Sctp, Some("fd00::1")),
+            ],
+            snat: true,
+            mark: MarkChain::Bit(13),
+            conditions_v4: Vec::new(),
+            conditions_v6: Vec::new(),
+            prev_result: None,
+        }
+    }
+
+    #[test]
+    fn rules_per_family_as_reference_head() {
+        let t = TABLE;
+        let v4 = attachment_rules(&conf(false), "ctr", "10.1.0.5/24".parse().expect("net"));
+        assert_eq!(
+            v4,
+            vec![
+                format!("add rule ip {t} hostports tcp dport 8080 dnat to 10.1.0.5:80 comment \"ctr\""),
+                format!("add rule ip {t} hostports ip daddr 10.0.0.1 udp dport 8081 dnat to 10.1.0.5:81 comment \"ctr\""),
+                format!("add rule ip {t} masquerading ip saddr 10.1.0.5 ip daddr 10.1.0.5 masquerade comment \"ctr\""),
+                format!("add rule ip {t} masquerading ip saddr 127.0.0.1 ip daddr 10.1.0.5 masquerade comment \"ctr\""),
+            ]
+        );
+        let v6 = attachment_rules(&conf(true), "ctr", "fd01::5/64".parse().expect("net"));
+        assert_eq!(
+            v6,
+            vec![
+                format!("add rule ip6 {t} hostports tcp dport 8080 dnat to [fd01::5]:80 comment \"ctr\""),
+                format!("add rule ip6 {t} hostports ip6 daddr fd00::1 sctp dport 8082 dnat to [fd01::5]:82 comment \"ctr\""),
+                format!("add rule ip6 {t} masquerading ip6 saddr ::/0 ip6 daddr fd01::5 masquerade comment \"ctr\""),
+            ]
+        );
+    }
+}
