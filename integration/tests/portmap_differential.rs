@@ -282,3 +282,29 @@ fn the_multicall_executable_runs_portmap() {
     multi.must_del(&b, &conf, "m1");
     assert_eq!(attachment_state(&b), Vec::<String>::new());
 }
+
+/// The reference's rules, removed by our DEL given only the network name
+/// and container ID (no prevResult, runtimeConfig or netns), as a runtime
+/// that lost its cache sends it.
+#[test]
+fn our_bare_del_removes_the_reference_rules() {
+    let prev = prev_result("1.0.0", &["10.7.0.9/24", "fd07::9/64"]);
+    let conf = chained(&pm_conf("1.0.0", mappings(), json!({})), &prev);
+    let h = Netns::new("pmbare");
+    Portmap::reference().must_add(&h, &conf, "bare1");
+    Portmap::reference().must_add(&h, &conf, "bare2");
+    assert!(!attachment_state(&h).is_empty());
+    let bare = json!({"cniVersion": "1.0.0", "name": PM_NET, "type": "portmap"});
+    Portmap::ours()
+        .del(&h, &bare, "bare1", None)
+        .unwrap_or_else(|e| panic!("bare DEL: {e}"));
+    let left = attachment_state(&h);
+    assert!(
+        !left.is_empty() && left.iter().all(|l| l.contains(&dn_of("bare2"))),
+        "{left:#?}"
+    );
+    Portmap::ours()
+        .del(&h, &bare, "bare2", None)
+        .unwrap_or_else(|e| panic!("bare DEL: {e}"));
+    assert_eq!(attachment_state(&h), Vec::<String>::new());
+}
