@@ -81,16 +81,46 @@ fn restore(f: &Family, body: &str) -> Result<(), String> {
     run(f.restore, &["-w", "--noflush"], Some(&input)).map(|_| ())
 }
 
-/// A restore script: chain declarations go first.
+/// A restore script: chain creations go first. Chains are created with
+/// `-N`, which fails when the chain exists, never with a `:chain` line,
+/// which with `--noflush` empties an existing chain: a concurrent ADD that
+/// created it meanwhile makes the transaction fail (and [`apply`] retry)
+/// instead of losing that ADD's rules.
 #[derive(Default)]
 struct Script {
     decl: String,
     body: String,
 }
 
+/// How often a transaction is rebuilt from a fresh read when it fails (a
+/// concurrent plugin changed the table between our read and our write).
+const ATTEMPTS: u32 = 5;
+
+/// Reads the table, builds a script from it and applies it; on failure
+/// reads again and retries, up to [`ATTEMPTS`] times. An empty script is
+/// success without a write.
+fn apply(f: &Family, build: impl Fn(&NatTable) -> Script) -> Result<(), String> {
+    let mut attempt = 1;
+    loop {
+        let table = read_nat(f)?;
+        let s = build(&table);
+        if s.is_empty() {
+            return Ok(());
+        }
+        match restore(f, &s.text()) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= ATTEMPTS => return Err(e),
+            Err(_) => {
+                std::thread::sleep(std::time::Duration::from_millis(5 * u64::from(attempt)));
+                attempt += 1;
+            }
+        }
+    }
+}
+
 impl Script {
     fn declare(&mut self, chain: &str) {
-        self.decl.push_str(&format!(":{chain} - [0:0]\n"));
+        self.decl.push_str(&format!("-N {chain}\n"));
     }
     fn line(&mut self, l: &str) {
         self.body.push_str(l);
@@ -118,35 +148,37 @@ impl Script {
 /// The tools fail.
 pub fn setup(conf: &PortmapConf, container_id: &str, container: IpNetwork) -> Result<(), String> {
     let f = family(container.is_ipv4());
-    let table = read_nat(f)?;
-    let mut s = Script::default();
-    for sh in rules::shared(conf) {
-        if !table.chains.contains(sh.chain) {
-            s.declare(sh.chain);
-        }
-        for r in sh.rules.iter().filter(|r| !table.has(r)) {
-            s.line(r);
-        }
-        for e in sh.entries.iter().filter(|e| !table.has(e)) {
-            match e.strip_prefix("-A POSTROUTING ") {
-                Some(spec) => s.line(&format!("-I POSTROUTING 1 {spec}")),
-                None => s.line(e),
+    let shared = rules::shared(conf);
+    let a = rules::attachment(conf, container_id, container);
+    apply(f, |table| {
+        let mut s = Script::default();
+        for sh in &shared {
+            if !table.chains.contains(sh.chain) {
+                s.declare(sh.chain);
+            }
+            for r in sh.rules.iter().filter(|r| !table.has(r)) {
+                s.line(r);
+            }
+            for e in sh.entries.iter().filter(|e| !table.has(e)) {
+                match e.strip_prefix("-A POSTROUTING ") {
+                    Some(spec) => s.line(&format!("-I POSTROUTING 1 {spec}")),
+                    None => s.line(e),
+                }
             }
         }
-    }
-    let a = rules::attachment(conf, container_id, container);
-    if table.chains.contains(&a.chain) {
-        for old in table.jumps(DNAT_CHAIN, &a.chain) {
-            s.delete(old);
+        if table.chains.contains(&a.chain) {
+            for old in table.jumps(DNAT_CHAIN, &a.chain) {
+                s.delete(old);
+            }
+            s.line(&format!("-F {}", a.chain));
+        } else {
+            s.declare(&a.chain);
         }
-        s.line(&format!("-F {}", a.chain));
-    } else {
-        s.declare(&a.chain);
-    }
-    for r in a.rules.iter().chain(&a.entries) {
-        s.line(r);
-    }
-    restore(f, &s.text())
+        for r in a.rules.iter().chain(&a.entries) {
+            s.line(r);
+        }
+        s
+    })
 }
 
 /// CHECK for one container address.
@@ -228,14 +260,12 @@ pub fn teardown(network: &str, container_id: &str) -> Result<(), String> {
     let dn = rules::dn_chain(network, container_id);
     let sn = rules::old_sn_chain(network, container_id);
     each_family(|f| {
-        let table = read_nat(f)?;
-        let mut s = Script::default();
-        remove_chain(&mut s, &table, DNAT_CHAIN, &dn);
-        remove_chain(&mut s, &table, OLD_SNAT_CHAIN, &sn);
-        if s.is_empty() {
-            return Ok(());
-        }
-        restore(f, &s.text())
+        apply(f, |table| {
+            let mut s = Script::default();
+            remove_chain(&mut s, table, DNAT_CHAIN, &dn);
+            remove_chain(&mut s, table, OLD_SNAT_CHAIN, &sn);
+            s
+        })
     })
 }
 
@@ -247,27 +277,26 @@ pub fn teardown(network: &str, container_id: &str) -> Result<(), String> {
 /// # Errors
 /// The tools fail in every family.
 pub fn gc(network: &str, valid: &ValidAttachments) -> Result<(), String> {
-    each_family(|f| {
-        let table = read_nat(f)?;
-        let prefix = format!("-A {DNAT_CHAIN} ");
-        let stale: HashSet<String> = table
-            .rules
-            .iter()
-            .filter(|r| r.starts_with(&prefix))
-            .filter_map(|r| {
-                let id = rules::entry_owner(network, r)?;
-                let target = rules::jump_target(r)?;
-                (!valid.keeps_id(id) && target == rules::dn_chain(network, id))
-                    .then(|| target.to_string())
-            })
-            .collect();
-        let mut s = Script::default();
-        for chain in &stale {
-            remove_chain(&mut s, &table, DNAT_CHAIN, chain);
-        }
-        if s.is_empty() {
-            return Ok(());
-        }
-        restore(f, &s.text())
-    })
+    each_family(|f| apply(f, |table| stale_chains(network, valid, table)))
+}
+
+/// The removal of this network's chains whose container is not valid.
+fn stale_chains(network: &str, valid: &ValidAttachments, table: &NatTable) -> Script {
+    let prefix = format!("-A {DNAT_CHAIN} ");
+    let stale: HashSet<String> = table
+        .rules
+        .iter()
+        .filter(|r| r.starts_with(&prefix))
+        .filter_map(|r| {
+            let id = rules::entry_owner(network, r)?;
+            let target = rules::jump_target(r)?;
+            (!valid.keeps_id(id) && target == rules::dn_chain(network, id))
+                .then(|| target.to_string())
+        })
+        .collect();
+    let mut s = Script::default();
+    for chain in &stale {
+        remove_chain(&mut s, table, DNAT_CHAIN, chain);
+    }
+    s
 }
