@@ -11,7 +11,7 @@
   # The workspace without target/, nix/ and the rest: editing a Nix file
   # or a script does not rebuild the binaries. Every workspace member must
   # be present for cargo to load the workspace.
-  members = ["cni-spec" "cni-host-local" "cni-bridge" "cni-loopback" "cni-plugins" "cri-adapter" "integration"];
+  members = ["cni-spec" "cni-host-local" "cni-bridge" "cni-loopback" "cni-portmap" "cni-plugins" "cri-adapter" "integration"];
   src = lib.cleanSourceWith {
     name = "k8s-shims-source";
     src = root;

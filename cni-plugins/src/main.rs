@@ -1,6 +1,6 @@
 //! `k8s-shims-cni`: every plugin of this workspace in one executable, run
-//! under the plugin's name (`bridge`, `host-local`, `loopback`: links to it), as
-//! busybox does. A node installs one file, and `bridge` runs a `host-local`
+//! under the plugin's name (`bridge`, `host-local`, `loopback`, `portmap`:
+//! links to it), as busybox does. A node installs one file, and `bridge` runs a `host-local`
 //! found on `CNI_PATH` in-process when that file is this executable (see
 //! `cni_spec::delegate`); any other `host-local` is exec'd as usual.
 #![forbid(unsafe_code)]
@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 /// The plugins carried here, by the name they are run under.
-const PLUGINS: [&str; 3] = ["bridge", "host-local", "loopback"];
+const PLUGINS: [&str; 4] = ["bridge", "host-local", "loopback", "portmap"];
 
 fn host_local(env: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Reply {
     skel::dispatch(
@@ -34,6 +34,7 @@ Run it under a plugin's name (a symlink or hard link named so):
   bridge      the bridge main plugin (see bridge --help)
   host-local  the host-local IPAM plugin (see host-local --help)
   loopback    the loopback plugin (see loopback --help)
+  portmap     the portmap chained plugin (see portmap --help)
 A bridge whose IPAM plugin resolves on CNI_PATH to this same executable runs it
 in-process instead of exec'ing it; any other IPAM binary is exec'd.
 
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
             &cni_loopback::INFO,
             cni_loopback::HELP,
         ),
+        Some("portmap") => skel::main(&cni_portmap::Portmap, &cni_portmap::INFO, cni_portmap::HELP),
         _ => {
             let arg = std::env::args().nth(1).unwrap_or_default();
             let text = match arg.as_str() {

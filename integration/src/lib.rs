@@ -20,6 +20,7 @@ pub mod h2raw;
 pub mod initramfs;
 pub mod netns;
 pub mod oci;
+pub mod portmap;
 pub mod seed_bench;
 pub mod verdicts;
 pub mod vm;

@@ -144,7 +144,7 @@ fn run_under_another_name_it_explains_itself() {
     let out = Command::new(&bin).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("run me as one of [\"bridge\", \"host-local\", \"loopback\"]"));
+        .contains("run me as one of [\"bridge\", \"host-local\", \"loopback\", \"portmap\"]"));
     let help = Command::new(&bin).arg("--help").output().unwrap();
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).starts_with("k8s-shims-cni:"));
