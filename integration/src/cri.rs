@@ -233,10 +233,10 @@ pub fn subdir(dir: &Path, name: &str) -> PathBuf {
     p
 }
 
-/// Links our `bridge`, `host-local` and `loopback` into a runtime's CNI bin
-/// dir.
+/// Links our `bridge`, `host-local`, `loopback` and `portmap` into a
+/// runtime's CNI bin dir.
 pub fn link_our_plugins(cni_bin_dir: &Path) {
-    for name in ["bridge", "host-local", "loopback"] {
+    for name in ["bridge", "host-local", "loopback", "portmap"] {
         let target = ours_dir().join(name);
         assert!(
             target.is_file(),
@@ -283,6 +283,8 @@ impl Containerd {
         let conflist = serde_json::json!({
             "cniVersion": "1.0.0",
             "name": NET_NAME,
+            // The default Kubernetes chain: a main plugin, then portmap
+            // for hostPort.
             "plugins": [{
                 "type": "bridge",
                 "bridge": "cni0",
@@ -293,6 +295,10 @@ impl Containerd {
                     "dataDir": ipam_dir,
                     "ranges": [[{"subnet": SUBNET}]],
                 },
+            }, {
+                "type": "portmap",
+                "capabilities": {"portMappings": true},
+                "snat": true,
             }],
         });
         std::fs::write(
