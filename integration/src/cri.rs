@@ -214,6 +214,16 @@ fn kill_trees(roots: &[i32]) {
     }
 }
 
+/// What [`Containerd::start_with`] takes from an installation instead of
+/// the workspace's build.
+#[derive(Debug, Default, Clone)]
+pub struct Installed {
+    /// The `cri-adapter` that renders the config.
+    pub adapter: Option<PathBuf>,
+    /// The CNI bin dir (bridge, host-local, loopback) as it is.
+    pub cni_bin_dir: Option<PathBuf>,
+}
+
 /// A containerd of our own, in a throwaway network namespace.
 #[derive(Debug)]
 pub struct Containerd {
@@ -236,6 +246,13 @@ impl Containerd {
     /// render` and starts containerd; returns once `cri-adapter wait`
     /// reports it ready (RuntimeReady and NetworkReady).
     pub fn start(tag: &str) -> Containerd {
+        Containerd::start_with(tag, &Installed::default())
+    }
+
+    /// As [`Containerd::start`], with the `cri-adapter` that renders the
+    /// config and the CNI bin dir taken from `inst` where set (an
+    /// installed package's), instead of the workspace's build.
+    pub fn start_with(tag: &str, inst: &Installed) -> Containerd {
         let ns = Netns::new(tag);
         let tmp = tempfile::Builder::new()
             .prefix(&format!("cri-it-{tag}-"))
@@ -250,15 +267,23 @@ impl Containerd {
         let root = sub("root");
         let state = sub("state");
         let cni_conf_dir = sub("net.d");
-        let cni_bin_dir = sub("cni-bin");
+        let cni_bin_dir = match &inst.cni_bin_dir {
+            Some(d) => d.clone(),
+            None => sub("cni-bin"),
+        };
         let ipam_dir = sub("ipam");
         let pod_logs = sub("pod-logs");
         let socket = d.join("containerd.sock");
-        for (name, dir) in [
-            ("bridge", ours_dir()),
-            ("host-local", ours_dir()),
-            ("loopback", ref_dir()),
-        ] {
+        let links: &[(&str, PathBuf)] = if inst.cni_bin_dir.is_some() {
+            &[]
+        } else {
+            &[
+                ("bridge", ours_dir()),
+                ("host-local", ours_dir()),
+                ("loopback", ref_dir()),
+            ]
+        };
+        for (name, dir) in links {
             let target = dir.join(name);
             assert!(
                 target.is_file(),
@@ -289,7 +314,22 @@ impl Containerd {
         .expect("write conflist");
         let config = d.join("config.toml");
         let args = Self::render_args(&root, &state, &socket, &cni_bin_dir, &cni_conf_dir, &config);
-        adapter_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        match &inst.adapter {
+            None => {
+                adapter_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            }
+            Some(bin) => {
+                let mut cmd = Command::new(bin);
+                cmd.env_clear().env("PATH", PATH).args(&args);
+                let out = run_with_timeout(cmd, b"", Duration::from_secs(60), "render");
+                assert!(
+                    out.status.success(),
+                    "{} render failed: {}",
+                    bin.display(),
+                    out.stderr_str()
+                );
+            }
+        }
         let log = d.join("containerd.log");
         let mut c = Containerd {
             ns,
