@@ -394,13 +394,27 @@ impl Containerd {
             .expect("open containerd log");
         // Network namespace: ours; mount namespace: a private copy (slave)
         // that keeps /sys/fs/cgroup (`ip netns exec` remounts /sys, which
-        // hides the cgroup mounts runc needs).
+        // hides the cgroup mounts runc needs), with a tmpfs of its own on
+        // /run: containerd 1.6 puts its shims' sockets in
+        // /run/containerd/s whatever the config says, and the runc shim
+        // keeps runc's state in /run/containerd/runc/<namespace> unless the
+        // runtime's options set `Root`; on a node those are the system
+        // containerd's directories. The tmpfs (and the pods' netns files
+        // under /run/netns) vanish with the mount namespace.
+        assert!(
+            !self.config.starts_with("/run"),
+            "the test's directory must not be under /run (TMPDIR): a tmpfs hides it"
+        );
         let mut cmd = Command::new("nsenter");
         cmd.env_clear()
             .env("PATH", PATH)
             .arg(format!("--net={}", self.ns.path()))
             .args(["--", "unshare", "--mount", "--propagation", "slave"])
-            .args(["containerd", "--config"])
+            .args([
+                "sh",
+                "-c",
+                "mount -t tmpfs -o mode=0755 k8s-shims-test /run && exec containerd --config \"$0\"",
+            ])
             .arg(&self.config);
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))

@@ -137,6 +137,11 @@ async fn deb_installs_runs_a_pod_and_removes_cleanly() {
     assert!(ok, "dpkg -i {}: {out}", deb.display());
     check_files();
 
+    // The test's containerd keeps its shim sockets and runc state out of the
+    // system containerd's /run/containerd (see Containerd::spawn).
+    let system_dirs = ["/run/containerd/s", "/run/containerd/runc/k8s.io"];
+    let existed: Vec<bool> = system_dirs.iter().map(|d| Path::new(d).exists()).collect();
+
     // A containerd of our own, configured by the installed render, with the
     // installed bin dir; a pod's address comes from the installed host-local.
     let cd = Containerd::start_with(
@@ -207,6 +212,12 @@ async fn deb_installs_runs_a_pod_and_removes_cleanly() {
     .unwrap();
     assert!(store.ip_names().is_empty(), "address not released");
     drop(cd);
+    for (d, before) in system_dirs.iter().zip(existed) {
+        assert!(
+            before || !Path::new(d).exists(),
+            "{d} appeared: the test's containerd used the system's directories"
+        );
+    }
 
     let (ok, out) = sh("dpkg", &["-r", PKG]);
     assert!(ok, "dpkg -r {PKG}: {out}");
