@@ -49,11 +49,15 @@ const TEST_PROGRAMS: &[&str] = &[
     "nix-instantiate",
     "protoc",
     "dpkg",
-    "dpkg-deb",
+    "dpkg-query",
     "/usr/lib/cni/loopback",
     "/usr/lib/cni/bridge",
     "/usr/lib/cni/host-local",
 ];
+
+/// Programs the tests exec that our own Debian package installs (the
+/// deb_install test puts them there).
+const OUR_PACKAGE: &[&str] = &["/usr/bin/cri-adapter"];
 
 /// Programs `scripts/demo` and `scripts/build-plugins` exec (`cc`: the
 /// linker rustc calls).
@@ -287,6 +291,8 @@ const EXEC_PATTERNS: &[&str] = &[
     "start_under(&[\"",
     "start_under( &[\"",
     "run(\"",
+    " sh(\"",
+    "(sh(\"",
 ];
 
 #[test]
@@ -317,7 +323,7 @@ fn every_exec_in_the_tests_is_listed() {
         for pat in EXEC_PATTERNS {
             for lit in literals_after(&text, pat) {
                 seen += 1;
-                if !TEST_PROGRAMS.contains(&lit.as_str()) {
+                if !TEST_PROGRAMS.contains(&lit.as_str()) && !OUR_PACKAGE.contains(&lit.as_str()) {
                     unlisted.insert(format!("{}: {lit}", f.display()));
                 }
             }
