@@ -84,6 +84,37 @@ fn has_interp(elf: &[u8]) -> bool {
     })
 }
 
+/// Each unit's `ExecStart`, with the values of /etc/default/k8s-shims put
+/// in, is a command line the installed `cri-adapter` accepts (`--help`
+/// appended: clap checks every flag and value before it).
+fn check_unit_commands() {
+    let defaults = std::fs::read_to_string("/etc/default/k8s-shims").unwrap();
+    let vars: Vec<(String, String)> = defaults
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (format!("${{{k}}}"), v.trim().to_string()))
+        .collect();
+    assert!(vars.len() >= 3, "{defaults}");
+    for unit in ["k8s-shims-cri-wait.service", "k8s-shims-cri-serve.service"] {
+        let text =
+            std::fs::read_to_string(Path::new("/usr/lib/systemd/system").join(unit)).unwrap();
+        let exec = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap_or_else(|| panic!("{unit} has no ExecStart"));
+        let line = vars
+            .iter()
+            .fold(exec.to_string(), |l, (k, v)| l.replace(k, v));
+        assert!(!line.contains("${"), "{unit}: unset variable in {line}");
+        let mut words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words.first(), Some(&"/usr/bin/cri-adapter"), "{unit}");
+        words.push("--help");
+        let (ok, out) = sh(words[0], &words[1..]);
+        assert!(ok, "{unit}: {line} is refused: {out}");
+    }
+}
+
 fn check_files() {
     let (ok, listed) = sh("dpkg", &["-L", PKG]);
     assert!(ok, "dpkg -L {PKG}: {listed}");
@@ -118,6 +149,7 @@ fn check_files() {
         let elf = std::fs::read(Path::new(BIN_DIR).join(p)).unwrap();
         assert!(!has_interp(&elf), "{p} is dynamically linked (PT_INTERP)");
     }
+    check_unit_commands();
     // The check itself tells a dynamic binary (cri-adapter links glibc).
     assert!(has_interp(&std::fs::read("/usr/bin/cri-adapter").unwrap()));
     let (ok, help) = sh("/usr/bin/cri-adapter", &["render", "--help"]);
