@@ -32,7 +32,23 @@ pub async fn channel(socket: &Path, timeout: Duration) -> Result<Channel> {
     tokio::time::timeout(timeout, connect)
         .await
         .with_context(|| format!("connecting to {}: timed out", socket.display()))?
-        .with_context(|| format!("connecting to {}", socket.display()))
+        .map_err(|e| anyhow::anyhow!("connecting to {}: {}", socket.display(), chain_text(&e)))
+}
+
+/// An error and its causes, `: `-joined, each cause left out when the text
+/// so far already says it (tonic's transport error repeats its I/O cause).
+pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// A CRI runtime client with our message limits.
@@ -100,4 +116,30 @@ pub async fn image_id(ch: Channel, name: &str) -> Result<Option<String>> {
         .with_context(|| format!("CRI ImageStatus {name}"))?
         .into_inner();
     Ok(r.image.map(|i| i.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain_text;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "transport error: {}", self.0)
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_repeated_cause_is_said_once() {
+        let e = Outer(std::io::Error::from_raw_os_error(2));
+        let t = chain_text(&e);
+        assert_eq!(t.matches("os error 2").count(), 1, "{t}");
+        assert!(t.starts_with("transport error: No such file"), "{t}");
+    }
 }

@@ -67,13 +67,15 @@ enum Cmd {
         /// containerd, cri-o, or auto (probe the known sockets).
         #[arg(long, default_value = "auto")]
         runtime: RuntimeChoice,
-        /// Endpoints to probe instead of the known sockets (unix:///path).
+        /// Endpoints to probe instead of the known sockets
+        /// (/run/containerd/containerd.sock, /run/k3s/containerd/containerd.sock,
+        /// /var/run/crio/crio.sock, /run/crio/crio.sock), as unix:///path.
         #[arg(long)]
         endpoint: Vec<String>,
         /// Seconds to wait for each endpoint.
         #[arg(long, default_value_t = 2)]
         timeout: u64,
-        /// Print JSON instead of text.
+        /// Print JSON instead of text (also on failure: `{"error": "..."}`, exit 1).
         #[arg(long)]
         json: bool,
     },
@@ -94,7 +96,9 @@ enum Cmd {
         #[arg(long, default_value = "/etc/cni/net.d")]
         cni_conf_dir: String,
         /// CNI plugin directory; repeat for several (containerd 1.x takes one;
-        /// CRI-O: plugin_dirs).
+        /// CRI-O: plugin_dirs). Besides bridge and host-local it must hold
+        /// `loopback` (containerd sets up each pod's `lo` with it), e.g. a
+        /// link to Debian's /usr/lib/cni/loopback.
         #[arg(long = "cni-bin-dir", default_value = "/opt/cni/bin")]
         cni_bin_dirs: Vec<String>,
         /// Sandbox (pause) image (CRI-O: pause_image).
@@ -155,7 +159,9 @@ enum Cmd {
         /// first known runtime socket that exists, waited for).
         #[arg(long, default_value = "containerd")]
         runtime: RuntimeChoice,
-        /// The runtime endpoint (unix:///path); default: the runtime's socket.
+        /// The runtime endpoint (unix:///path); default: the runtime's socket,
+        /// unix:///run/containerd/containerd.sock (containerd) or
+        /// unix:///var/run/crio/crio.sock (cri-o).
         #[arg(long)]
         endpoint: Option<String>,
         /// Give up after this many seconds.
@@ -176,7 +182,9 @@ enum Cmd {
         /// the known sockets).
         #[arg(long, default_value = "containerd")]
         runtime: RuntimeChoice,
-        /// The runtime endpoint (unix:///path).
+        /// The runtime endpoint (unix:///path); default: the runtime's socket,
+        /// unix:///run/containerd/containerd.sock (containerd) or
+        /// unix:///var/run/crio/crio.sock (cri-o).
         #[arg(long)]
         endpoint: Option<String>,
         /// containerd's native socket, when --endpoint is a proxy (default: --endpoint).
@@ -204,7 +212,9 @@ enum Cmd {
         /// The socket to listen on (mode 0660; a stale one is replaced).
         #[arg(long)]
         listen: PathBuf,
-        /// The runtime endpoint (unix:///path); default: the runtime's socket.
+        /// The runtime endpoint (unix:///path); default: the runtime's socket,
+        /// unix:///run/containerd/containerd.sock (containerd) or
+        /// unix:///var/run/crio/crio.sock (cri-o).
         #[arg(long)]
         upstream: Option<String>,
         /// containerd, cri-o, or auto (selects the default upstream; auto: the
@@ -247,8 +257,17 @@ async fn run(cli: Cli) -> Result<()> {
             timeout,
             json,
         } => {
-            let d = detect::detect(runtime, &endpoint, Duration::from_secs(timeout)).await?;
+            let found = detect::detect(runtime, &endpoint, Duration::from_secs(timeout)).await;
             let mut out = std::io::stdout().lock();
+            let d = match found {
+                Ok(d) => d,
+                Err(e) if json => {
+                    // A --json caller parses stdout: the error is JSON too.
+                    writeln!(out, "{}", serde_json::json!({ "error": format!("{e:#}") }))?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             if json {
                 let v = serde_json::json!({
                     "runtime": d.runtime.to_string(),

@@ -247,6 +247,16 @@ pub fn link_our_plugins(cni_bin_dir: &Path) {
     }
 }
 
+/// What [`Containerd::start_with`] takes from an installation instead of
+/// the workspace's build.
+#[derive(Debug, Default, Clone)]
+pub struct Installed {
+    /// The `cri-adapter` that renders the config.
+    pub adapter: Option<PathBuf>,
+    /// The CNI bin dir (bridge, host-local, loopback) as it is.
+    pub cni_bin_dir: Option<PathBuf>,
+}
+
 /// A containerd of our own, in a throwaway network namespace.
 #[derive(Debug)]
 pub struct Containerd {
@@ -269,17 +279,29 @@ impl Containerd {
     /// render` and starts containerd; returns once `cri-adapter wait`
     /// reports it ready (RuntimeReady and NetworkReady).
     pub fn start(tag: &str) -> Containerd {
+        Containerd::start_with(tag, &Installed::default())
+    }
+
+    /// As [`Containerd::start`], with the `cri-adapter` that renders the
+    /// config and the CNI bin dir taken from `inst` where set (an
+    /// installed package's), instead of the workspace's build.
+    pub fn start_with(tag: &str, inst: &Installed) -> Containerd {
         let (ns, tmp) = runtime_home(tag, "cri-it");
         let d = tmp.path();
         let sub = |n: &str| subdir(d, n);
         let root = sub("root");
         let state = sub("state");
         let cni_conf_dir = sub("net.d");
-        let cni_bin_dir = sub("cni-bin");
+        let cni_bin_dir = match &inst.cni_bin_dir {
+            Some(d) => d.clone(),
+            None => sub("cni-bin"),
+        };
         let ipam_dir = sub("ipam");
         let pod_logs = sub("pod-logs");
         let socket = d.join("containerd.sock");
-        link_our_plugins(&cni_bin_dir);
+        if inst.cni_bin_dir.is_none() {
+            link_our_plugins(&cni_bin_dir);
+        }
         let conflist = serde_json::json!({
             "cniVersion": "1.0.0",
             "name": NET_NAME,
@@ -308,7 +330,22 @@ impl Containerd {
         .expect("write conflist");
         let config = d.join("config.toml");
         let args = Self::render_args(&root, &state, &socket, &cni_bin_dir, &cni_conf_dir, &config);
-        adapter_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        match &inst.adapter {
+            None => {
+                adapter_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            }
+            Some(bin) => {
+                let mut cmd = Command::new(bin);
+                cmd.env_clear().env("PATH", PATH).args(&args);
+                let out = run_with_timeout(cmd, b"", Duration::from_secs(60), "render");
+                assert!(
+                    out.status.success(),
+                    "{} render failed: {}",
+                    bin.display(),
+                    out.stderr_str()
+                );
+            }
+        }
         let log = d.join("containerd.log");
         let mut c = Containerd {
             ns,
@@ -373,13 +410,27 @@ impl Containerd {
             .expect("open containerd log");
         // Network namespace: ours; mount namespace: a private copy (slave)
         // that keeps /sys/fs/cgroup (`ip netns exec` remounts /sys, which
-        // hides the cgroup mounts runc needs).
+        // hides the cgroup mounts runc needs), with a tmpfs of its own on
+        // /run: containerd 1.6 puts its shims' sockets in
+        // /run/containerd/s whatever the config says, and the runc shim
+        // keeps runc's state in /run/containerd/runc/<namespace> unless the
+        // runtime's options set `Root`; on a node those are the system
+        // containerd's directories. The tmpfs (and the pods' netns files
+        // under /run/netns) vanish with the mount namespace.
+        assert!(
+            !self.config.starts_with("/run"),
+            "the test's directory must not be under /run (TMPDIR): a tmpfs hides it"
+        );
         let mut cmd = Command::new("nsenter");
         cmd.env_clear()
             .env("PATH", PATH)
             .arg(format!("--net={}", self.ns.path()))
             .args(["--", "unshare", "--mount", "--propagation", "slave"])
-            .args(["containerd", "--config"])
+            .args([
+                "sh",
+                "-c",
+                "mount -t tmpfs -o mode=0755 k8s-shims-test /run && exec containerd --config \"$0\"",
+            ])
             .arg(&self.config);
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
