@@ -14,7 +14,7 @@
 //! The plugins run inside the fake host without an extra exec per call: a worker (this binary,
 //! `cni-bench bridge-worker`) is started once per implementation with `ip netns exec <host>`,
 //! and spawns the plugin batches it is sent over a pipe, timing them itself (exec → exit). So
-//! the timed path is the same fork/exec/wait as in the host-local bench; the harness floor is
+//! the timed path is the same fork/exec/wait as in the host-local bench; the harness baseline is
 //! the same batch with /bin/true as the plugin. (`setns` in a pre-exec hook would need unsafe
 //! code, and nix's `sched` feature is not enabled here.) Nothing is created in the real host
 //! netns: the worker, the plugins and every verification `ip -n <ns>` run against the fake
@@ -256,7 +256,7 @@ pub(crate) fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
     );
     if !floor.is_empty() {
         notes.push(format!(
-            "(a) harness floor: the same two execs of /bin/true in the fake host take {} median, \
+            "(a) harness baseline: the same two execs of /bin/true in the fake host take {} median, \
              {} p90",
             fmt_dur(median(&floor)),
             fmt_dur(percentile(&floor, 90))
@@ -305,7 +305,7 @@ pub(crate) fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
     );
     if !floor.is_empty() {
         notes.push(format!(
-            "(b) harness floor: {PARALLEL_PODS} concurrent /bin/true in the fake host take {} \
+            "(b) harness baseline: {PARALLEL_PODS} concurrent /bin/true in the fake host take {} \
              median",
             fmt_dur(median(&floor))
         ));
@@ -413,7 +413,7 @@ pub(crate) fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
         opts.masq_iterations,
         started.elapsed().as_secs_f64()
     );
-    write_table(&mut out, &rows, &notes, &targets);
+    write_table(&mut out, &rows, &notes, &FloorTable::default(), &targets);
     // Stop the workers before the namespaces go.
     drop(sides);
     progress("done");

@@ -84,6 +84,7 @@ pub(crate) fn host_local(args: &[OsString]) -> Res<bool> {
         label: "ref",
         path: plugin_path(&opts.reference, "host-local", "reference")?,
     };
+    let noop = static_noop()?;
     raise_nofile_limit();
 
     let mut rows: Vec<Row> = Vec::new();
@@ -104,11 +105,24 @@ pub(crate) fn host_local(args: &[OsString]) -> Res<bool> {
         opts.iterations
     ));
     let mut notes: Vec<String> = Vec::new();
-    match bench_add_del(&ours, &reference, opts.iterations) {
-        Ok((o, r, base)) => {
+    let mut floor = FloorTable::default();
+    match bench_add_del(&ours, &reference, &noop, opts.iterations) {
+        Ok(a) => {
+            floor.push_pairs(
+                "(a)",
+                "exec→exit",
+                Some(&a.floor),
+                Some(&a.ours),
+                Some(&a.reference),
+            );
+            let (o, r, base) = (
+                sum_pairs(&a.ours),
+                sum_pairs(&a.reference),
+                sum_pairs(&a.harness),
+            );
             if !base.is_empty() {
                 notes.push(format!(
-                    "(a) harness floor: the same two execs of /bin/true take {} median, {} p90",
+                    "(a) harness baseline: the same two execs of /bin/true take {} median, {} p90",
                     fmt_dur(median(&base)),
                     fmt_dur(percentile(&base, 90))
                 ));
@@ -136,6 +150,7 @@ pub(crate) fn host_local(args: &[OsString]) -> Res<bool> {
         }
         Err(e) => {
             failures.push(format!("(a): {e}"));
+            floor.push_pairs("(a)", "exec→exit", None, None, None);
             rows.push(failed_row("(a) ADD+DEL, exec→exit, median"));
             targets.push(failed_target("(a)", "ref÷ours ≥ 3×"));
         }
@@ -146,8 +161,19 @@ pub(crate) fn host_local(args: &[OsString]) -> Res<bool> {
         "(b) {} × ADD in a 99%-full /16 and in an empty /16 per implementation",
         opts.full_iterations
     ));
-    match bench_full_range(&ours, &reference, opts.full_iterations) {
+    match bench_full_range(&ours, &reference, &noop, opts.full_iterations) {
         Ok(b) => {
+            for (what, o, r) in [
+                ("99% full", &b.ours_full, &b.ref_full),
+                ("empty", &b.ours_empty, &b.ref_empty),
+            ] {
+                floor.rows.push(FloorRow::time(
+                    format!("(b) ADD, /16 {what}"),
+                    Some(&b.floor),
+                    Some(o),
+                    Some(r),
+                ));
+            }
             let [of, rf, oe, re] = [&b.ours_full, &b.ref_full, &b.ours_empty, &b.ref_empty]
                 .map(|s| median(s).as_secs_f64());
             rows.push(Row {
@@ -187,6 +213,10 @@ pub(crate) fn host_local(args: &[OsString]) -> Res<bool> {
         }
         Err(e) => {
             failures.push(format!("(b): {e}"));
+            for what in ["99% full", "empty"] {
+                let row = FloorRow::time(format!("(b) ADD, /16 {what}"), None, None, None);
+                floor.rows.push(row);
+            }
             rows.push(failed_row("(b) ADD, /16 99% full, median"));
             targets.push(failed_target("(b)", "ours full ≤ 2× ours empty"));
         }
@@ -196,11 +226,19 @@ pub(crate) fn host_local(args: &[OsString]) -> Res<bool> {
     progress(&format!(
         "(c) {CONCURRENT_ROUNDS} rounds × {CONCURRENT_ADDS} concurrent ADDs per implementation"
     ));
-    match bench_concurrent(&ours, &reference) {
-        Ok((o, r, base)) => {
+    let concurrent_what = format!("(c) {CONCURRENT_ADDS} concurrent ADDs, wall");
+    match bench_concurrent(&ours, &reference, &noop) {
+        Ok(c) => {
+            floor.rows.push(FloorRow::time(
+                concurrent_what,
+                Some(&c.floor),
+                Some(&c.ours),
+                Some(&c.reference),
+            ));
+            let (o, r, base) = (c.ours, c.reference, c.harness);
             if !base.is_empty() {
                 notes.push(format!(
-                    "(c) harness floor: {CONCURRENT_ADDS} concurrent /bin/true take {} median",
+                    "(c) harness baseline: {CONCURRENT_ADDS} concurrent /bin/true take {} median",
                     fmt_dur(median(&base))
                 ));
             }
@@ -222,6 +260,8 @@ pub(crate) fn host_local(args: &[OsString]) -> Res<bool> {
         }
         Err(e) => {
             failures.push(format!("(c): {e}"));
+            let row = FloorRow::time(concurrent_what, None, None, None);
+            floor.rows.push(row);
             rows.push(failed_row("(c) concurrent ADDs, wall, median"));
             targets.push(failed_target("(c)", "ref÷ours ≥ 3×"));
         }
@@ -231,8 +271,20 @@ pub(crate) fn host_local(args: &[OsString]) -> Res<bool> {
     progress(&format!(
         "(d) {RSS_RUNS} × peak RSS of one ADD per implementation"
     ));
-    match bench_rss(&ours, &reference) {
-        Ok(d) => {
+    let rss_what = "(d) peak RSS of one ADD".to_string();
+    match bench_rss(&ours, &reference, &noop) {
+        Ok(s) => {
+            floor.rows.push(FloorRow::kib(
+                rss_what,
+                Some(&s.floor),
+                Some(&s.ours),
+                Some(&s.reference),
+            ));
+            let d = Rss {
+                ours: median_u64(&s.ours),
+                reference: median_u64(&s.reference),
+                floor: median_u64(&s.harness),
+            };
             let ra = ratio(d.ours as f64, d.reference as f64);
             rows.push(Row {
                 what: format!("(d) peak RSS of one ADD, median of {RSS_RUNS}"),
@@ -260,6 +312,7 @@ pub(crate) fn host_local(args: &[OsString]) -> Res<bool> {
         }
         Err(e) => {
             failures.push(format!("(d): {e}"));
+            floor.rows.push(FloorRow::kib(rss_what, None, None, None));
             rows.push(failed_row("(d) peak RSS of one ADD"));
             targets.push(failed_target("(d)", "ours ≤ 0.5× ref"));
         }
@@ -284,7 +337,14 @@ pub(crate) fn host_local(args: &[OsString]) -> Res<bool> {
         opts.full_iterations,
         started.elapsed().as_secs_f64()
     );
-    write_table(&mut out, &rows, &notes, &targets);
+    floor.notes.push(format!(
+        "floor: the static no-op `{}` (`int main(void) {{ return 0; }}`, cc -static), exec'd \
+         exactly as the plugins are (same environment, config on stdin, pipes), in the same \
+         iterations: (a) an ADD and a DEL exec, (b) an ADD exec, (c) {CONCURRENT_ADDS} at once, \
+         (d) under the same rss-probe.",
+        noop.display()
+    ));
+    write_table(&mut out, &rows, &notes, &floor, &targets);
     progress("done");
     print!("{out}");
 
@@ -297,6 +357,14 @@ pub(crate) fn host_local(args: &[OsString]) -> Res<bool> {
         Ok(false)
     }
 }
+/// Medians of (d), KiB; `floor` is the probe on /bin/true (0 when there is none).
+#[derive(Debug)]
+struct Rss {
+    ours: u64,
+    reference: u64,
+    floor: u64,
+}
+
 pub(crate) fn warm_up(p: &Plugin) -> Res<()> {
     let dir = tempdir("cni-bench-warm-")?;
     let config = host_local_config(dir.path(), "10.77.0.0/24");
@@ -312,48 +380,86 @@ pub(crate) fn warm_up(p: &Plugin) -> Res<()> {
 
 // (a) -----------------------------------------------------------------------------------------
 
-pub(crate) fn add_del_once(p: &Plugin, config: &str, store: &Path, id: &str) -> Res<Duration> {
+/// Samples of one timed measurement: ours, reference, the harness baseline (the same process
+/// handling with `/bin/true` in place of the plugin; empty when there is no `true`) and the
+/// floor (the static no-op exec'd the same way).
+#[derive(Debug)]
+pub(crate) struct Samples<T> {
+    pub(crate) ours: Vec<T>,
+    pub(crate) reference: Vec<T>,
+    pub(crate) harness: Vec<T>,
+    pub(crate) floor: Vec<T>,
+}
+
+impl<T> Samples<T> {
+    fn with_capacity(n: usize) -> Samples<T> {
+        Samples {
+            ours: Vec::with_capacity(n),
+            reference: Vec::with_capacity(n),
+            harness: Vec::with_capacity(n),
+            floor: Vec::with_capacity(n),
+        }
+    }
+}
+
+/// The (ADD, DEL) exec-to-exit times of a program that is not a plugin (no result, no store).
+fn exec_pair(prog: &Path, id: &str, config: &str) -> Res<(Duration, Duration)> {
+    let (_, t_add) = run_plugin(prog, "ADD", id, config)?;
+    let (_, t_del) = run_plugin(prog, "DEL", id, config)?;
+    Ok((t_add, t_del))
+}
+
+/// ADD, its checks (untimed), DEL of the same id (which restores the store); returns the
+/// exec-to-exit times of both.
+pub(crate) fn timed_add_then_del(
+    p: &Plugin,
+    config: &str,
+    store: &Path,
+    id: &str,
+) -> Res<(Duration, Duration)> {
     let (stdout, t_add) = run_plugin(&p.path, "ADD", id, config)?;
-    // Verified between the two timed calls, outside both timings.
     let ip = result_ip(&stdout)?;
     check_reserved(store, ip, id)?;
     let (_, t_del) = run_plugin(&p.path, "DEL", id, config)?;
     if store.join(ip.to_string()).exists() {
         return Err(format!("{}: DEL {id} left {ip} reserved", p.path.display()));
     }
-    Ok(t_add + t_del)
+    Ok((t_add, t_del))
 }
 
-/// Samples of one timed measurement: ours, reference, and the harness baseline (the same
-/// process handling with `/bin/true` in place of the plugin; empty when there is no `true`).
-pub(crate) type Samples = (Vec<Duration>, Vec<Duration>, Vec<Duration>);
-
-pub(crate) fn bench_add_del(ours: &Plugin, reference: &Plugin, n: usize) -> Res<Samples> {
+/// Per iteration, (ADD, DEL) of ours, the reference, /bin/true and the static no-op.
+pub(crate) fn bench_add_del(
+    ours: &Plugin,
+    reference: &Plugin,
+    noop: &Path,
+    n: usize,
+) -> Res<Samples<(Duration, Duration)>> {
     let dir_o = tempdir("cni-bench-a-ours-")?;
     let dir_r = tempdir("cni-bench-a-ref-")?;
     let cfg_o = host_local_config(dir_o.path(), "10.77.0.0/24");
     let cfg_r = host_local_config(dir_r.path(), "10.77.0.0/24");
     let (store_o, store_r) = (dir_o.path().join(NET), dir_r.path().join(NET));
-    let mut o = Vec::with_capacity(n);
-    let mut r = Vec::with_capacity(n);
-    let mut base = Vec::with_capacity(n);
+    let mut s = Samples::with_capacity(n);
     for i in 0..n {
         let id = format!("bench-a-{i}");
         if let Some(t) = true_binary() {
-            let (_, t_add) = run_plugin(t, "ADD", &id, &cfg_o)?;
-            let (_, t_del) = run_plugin(t, "DEL", &id, &cfg_o)?;
-            base.push(t_add + t_del);
+            s.harness.push(exec_pair(t, &id, &cfg_o)?);
         }
+        s.floor.push(exec_pair(noop, &id, &cfg_o)?);
         // Alternate which implementation goes first so drift hits both equally.
         if i % 2 == 0 {
-            o.push(add_del_once(ours, &cfg_o, &store_o, &id)?);
-            r.push(add_del_once(reference, &cfg_r, &store_r, &id)?);
+            s.ours
+                .push(timed_add_then_del(ours, &cfg_o, &store_o, &id)?);
+            s.reference
+                .push(timed_add_then_del(reference, &cfg_r, &store_r, &id)?);
         } else {
-            r.push(add_del_once(reference, &cfg_r, &store_r, &id)?);
-            o.push(add_del_once(ours, &cfg_o, &store_o, &id)?);
+            s.reference
+                .push(timed_add_then_del(reference, &cfg_r, &store_r, &id)?);
+            s.ours
+                .push(timed_add_then_del(ours, &cfg_o, &store_o, &id)?);
         }
     }
-    Ok((o, r, base))
+    Ok(s)
 }
 
 // (c) -----------------------------------------------------------------------------------------
@@ -429,42 +535,44 @@ pub(crate) fn concurrent_round(p: &Plugin, round: usize) -> Res<Duration> {
     Ok(took)
 }
 
-pub(crate) fn bench_concurrent(ours: &Plugin, reference: &Plugin) -> Res<Samples> {
-    let mut o = Vec::with_capacity(CONCURRENT_ROUNDS);
-    let mut r = Vec::with_capacity(CONCURRENT_ROUNDS);
-    let mut base = Vec::with_capacity(CONCURRENT_ROUNDS);
+pub(crate) fn bench_concurrent(
+    ours: &Plugin,
+    reference: &Plugin,
+    noop: &Path,
+) -> Res<Samples<Duration>> {
+    let mut s = Samples::with_capacity(CONCURRENT_ROUNDS);
     let ids: Vec<String> = (0..CONCURRENT_ADDS)
         .map(|i| format!("bench-c-true-{i}"))
         .collect();
+    let floor = Plugin {
+        label: "floor",
+        path: noop.to_path_buf(),
+    };
     for round in 0..CONCURRENT_ROUNDS {
+        let dir = tempdir("cni-bench-c-true-")?;
+        let config = host_local_config(dir.path(), "10.77.0.0/16");
         if let Some(t) = true_binary() {
-            let dir = tempdir("cni-bench-c-true-")?;
-            let config = host_local_config(dir.path(), "10.77.0.0/16");
             let tp = Plugin {
                 label: "true",
                 path: t.to_path_buf(),
             };
-            base.push(run_concurrently(&tp, "ADD", &ids, &config)?.0);
+            s.harness
+                .push(run_concurrently(&tp, "ADD", &ids, &config)?.0);
         }
+        s.floor
+            .push(run_concurrently(&floor, "ADD", &ids, &config)?.0);
         if round % 2 == 0 {
-            o.push(concurrent_round(ours, round)?);
-            r.push(concurrent_round(reference, round)?);
+            s.ours.push(concurrent_round(ours, round)?);
+            s.reference.push(concurrent_round(reference, round)?);
         } else {
-            r.push(concurrent_round(reference, round)?);
-            o.push(concurrent_round(ours, round)?);
+            s.reference.push(concurrent_round(reference, round)?);
+            s.ours.push(concurrent_round(ours, round)?);
         }
     }
-    Ok((o, r, base))
+    Ok(s)
 }
 
 // (d) -----------------------------------------------------------------------------------------
-
-#[derive(Debug)]
-pub(crate) struct Rss {
-    pub(crate) ours: u64,
-    pub(crate) reference: u64,
-    pub(crate) floor: u64,
-}
 
 pub(crate) fn rss_once(p: &Plugin) -> Res<u64> {
     let dir = tempdir("cni-bench-d-")?;
@@ -482,23 +590,20 @@ pub(crate) fn rss_once(p: &Plugin) -> Res<u64> {
     Ok(kib)
 }
 
-pub(crate) fn bench_rss(ours: &Plugin, reference: &Plugin) -> Res<Rss> {
-    let mut o = Vec::with_capacity(RSS_RUNS);
-    let mut r = Vec::with_capacity(RSS_RUNS);
-    let mut floor = Vec::with_capacity(RSS_RUNS);
+/// Per run, KiB: ours, the reference, the probe on /bin/true (harness) and on the static no-op
+/// (floor).
+pub(crate) fn bench_rss(ours: &Plugin, reference: &Plugin, noop: &Path) -> Res<Samples<u64>> {
+    let mut s = Samples::with_capacity(RSS_RUNS);
     let dir = tempdir("cni-bench-d-floor-")?;
     let dummy = dir.path().join("config.json");
     fs::write(&dummy, "{}").map_err(|e| format!("{}: {e}", dummy.display()))?;
     for _ in 0..RSS_RUNS {
-        o.push(rss_once(ours)?);
-        r.push(rss_once(reference)?);
+        s.ours.push(rss_once(ours)?);
+        s.reference.push(rss_once(reference)?);
         if let Ok(kib) = probe_rss(None, Path::new("/bin/true"), &dummy, None) {
-            floor.push(kib);
+            s.harness.push(kib);
         }
+        s.floor.push(probe_rss(None, noop, &dummy, None)?);
     }
-    Ok(Rss {
-        ours: median_u64(&o),
-        reference: median_u64(&r),
-        floor: median_u64(&floor),
-    })
+    Ok(s)
 }

@@ -28,6 +28,11 @@
 //! - (d) peak RSS of one ADD, measured by a re-exec of this binary (`cni-bench rss-probe ...`)
 //!   with `getrusage(RUSAGE_CHILDREN)`, median of 5.
 //!
+//! Every figure also has a floor, measured in the same run and printed in a closing table with
+//! ours ÷ floor and reference ÷ floor (ADD, DEL and the pair separately; medians of rounds):
+//! host-local, a static no-op exec'd the same way; bridge, the same kernel work by `ip -batch`
+//! with as many process starts; cri, containerd's socket direct.
+//!
 //! The tool is a report, not a test: it exits 0 when targets are missed, but non-zero when any
 //! plugin call failed or a result was wrong.
 #![allow(clippy::print_stdout)]

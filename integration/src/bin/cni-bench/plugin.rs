@@ -253,3 +253,44 @@ pub(crate) fn workspace_release_dir() -> PathBuf {
     let workspace = workspace.canonicalize().unwrap_or(workspace);
     workspace.join("target").join("release")
 }
+
+/// The process-start floor: a static no-op (`int main(void) { return 0; }`, `cc -static`),
+/// built once into `<workspace>/target/cni-bench-floor/noop` and reused. Exec'd exactly as a
+/// plugin is, it costs what any plugin's exec, dynamic-loader-free start and exit cost.
+pub(crate) fn static_noop() -> Res<PathBuf> {
+    let dir = workspace_release_dir()
+        .parent()
+        .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
+        .join("cni-bench-floor");
+    let noop = dir.join("noop");
+    if noop.is_file() {
+        return Ok(noop);
+    }
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let source = dir.join("noop.c");
+    fs::write(&source, "int main(void) { return 0; }\n")
+        .map_err(|e| format!("{}: {e}", source.display()))?;
+    let tmp = dir.join(format!("noop.{}", std::process::id()));
+    let out = Command::new("cc")
+        .args(["-static", "-O2", "-s", "-o"])
+        .arg(&tmp)
+        .arg(&source)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            format!(
+                "building the static no-op (the floor) needs cc: {e}; install gcc and libc6-dev"
+            )
+        })?;
+    if !out.status.success() {
+        let _ = fs::remove_file(&tmp);
+        return Err(format!(
+            "cc -static {} failed ({}): {}; the floor needs gcc and libc6-dev (static libc)",
+            source.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    fs::rename(&tmp, &noop).map_err(|e| format!("{}: {e}", noop.display()))?;
+    Ok(noop)
+}

@@ -215,7 +215,13 @@ pub(crate) fn fmt_kib(bytes: u64) -> String {
 }
 
 /// The ours / reference / ratio table, the notes and the targets line.
-pub(crate) fn write_table(out: &mut String, rows: &[Row], notes: &[String], targets: &[Target]) {
+pub(crate) fn write_table(
+    out: &mut String,
+    rows: &[Row],
+    notes: &[String],
+    floor: &FloorTable,
+    targets: &[Target],
+) {
     let _ = writeln!(
         out,
         "| measurement | ours | reference | ratio |\n|---|---:|---:|---:|"
@@ -238,7 +244,198 @@ pub(crate) fn write_table(out: &mut String, rows: &[Row], notes: &[String], targ
     for n in notes {
         let _ = writeln!(out, "{n}");
     }
+    write_floor_table(out, floor);
     write_targets(out, targets);
+}
+
+// The floor ---------------------------------------------------------------------------------
+
+/// Rounds every figure of the floor table is split into (fewer when there are fewer samples).
+pub(crate) const FLOOR_ROUNDS: usize = 5;
+
+/// What a floor-table value is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Unit {
+    /// Seconds, printed as a time.
+    Time,
+    /// KiB.
+    Kib,
+}
+
+/// One figure against its floor: per round, the median of that round's samples (seconds or
+/// KiB); `None` when that side failed.
+#[derive(Debug)]
+pub(crate) struct FloorRow {
+    pub(crate) what: String,
+    pub(crate) unit: Unit,
+    pub(crate) floor: Option<Vec<f64>>,
+    pub(crate) ours: Option<Vec<f64>>,
+    pub(crate) reference: Option<Vec<f64>>,
+}
+
+/// The closing table: every figure with its floor, ours ÷ floor and reference ÷ floor.
+#[derive(Debug, Default)]
+pub(crate) struct FloorTable {
+    /// What the floor is, per figure (printed under the table).
+    pub(crate) notes: Vec<String>,
+    pub(crate) rows: Vec<FloorRow>,
+}
+
+/// `samples` in `FLOOR_ROUNDS` consecutive rounds (as even as possible; one per sample when
+/// there are fewer), and the median of each.
+pub(crate) fn round_medians<T: Copy + Into<f64>>(samples: &[T]) -> Vec<f64> {
+    let rounds = FLOOR_ROUNDS.min(samples.len());
+    (0..rounds)
+        .map(|r| {
+            let (a, b) = (r * samples.len() / rounds, (r + 1) * samples.len() / rounds);
+            median_f64(samples[a..b].iter().map(|&x| x.into()).collect())
+        })
+        .collect()
+}
+
+impl FloorRow {
+    /// A row of times; `None` for a side that failed.
+    pub(crate) fn time(
+        what: String,
+        floor: Option<&[Duration]>,
+        ours: Option<&[Duration]>,
+        reference: Option<&[Duration]>,
+    ) -> FloorRow {
+        FloorRow {
+            what,
+            unit: Unit::Time,
+            floor: floor.map(time_rounds),
+            ours: ours.map(time_rounds),
+            reference: reference.map(time_rounds),
+        }
+    }
+
+    /// A row of KiB figures; `None` for a side that failed.
+    pub(crate) fn kib(
+        what: String,
+        floor: Option<&[u64]>,
+        ours: Option<&[u64]>,
+        reference: Option<&[u64]>,
+    ) -> FloorRow {
+        FloorRow {
+            what,
+            unit: Unit::Kib,
+            floor: floor.map(kib_rounds),
+            ours: ours.map(kib_rounds),
+            reference: reference.map(kib_rounds),
+        }
+    }
+}
+
+impl FloorTable {
+    /// Rows `<tag> ADD, <what>`, `<tag> DEL, <what>` and `<tag> ADD+DEL, <what>` from (ADD, DEL)
+    /// samples.
+    pub(crate) fn push_pairs(
+        &mut self,
+        tag: &str,
+        what: &str,
+        floor: Option<&[(Duration, Duration)]>,
+        ours: Option<&[(Duration, Duration)]>,
+        reference: Option<&[(Duration, Duration)]>,
+    ) {
+        type Pick = fn(&[(Duration, Duration)]) -> Vec<Duration>;
+        let picks: [(&str, Pick); 3] = [("ADD", firsts), ("DEL", seconds), ("ADD+DEL", sum_pairs)];
+        for (name, pick) in picks {
+            let (f, o, r) = (floor.map(pick), ours.map(pick), reference.map(pick));
+            self.rows.push(FloorRow::time(
+                format!("{tag} {name}, {what}"),
+                f.as_deref(),
+                o.as_deref(),
+                r.as_deref(),
+            ));
+        }
+    }
+}
+
+/// `round_medians` of times, in seconds.
+pub(crate) fn time_rounds(samples: &[Duration]) -> Vec<f64> {
+    let secs: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
+    round_medians(&secs)
+}
+
+/// `round_medians` of KiB figures.
+pub(crate) fn kib_rounds(samples: &[u64]) -> Vec<f64> {
+    let kib: Vec<f64> = samples.iter().map(|&k| k as f64).collect();
+    round_medians(&kib)
+}
+
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn fmt_value(unit: Unit, v: f64) -> String {
+    match unit {
+        Unit::Time => fmt_dur(Duration::from_secs_f64(v.max(0.0))),
+        Unit::Kib => format!("{v:.0} KiB"),
+    }
+}
+
+/// `side ÷ floor`: the median of the per-round ratios, with their range when there are
+/// several rounds (each round's floor was measured alongside that round's side).
+fn floor_ratio(side: Option<&Vec<f64>>, floor: Option<&Vec<f64>>) -> String {
+    let (Some(side), Some(floor)) = (side, floor) else {
+        return "–".into();
+    };
+    let per_round: Vec<f64> = side.iter().zip(floor).map(|(s, f)| ratio(*s, *f)).collect();
+    if per_round.is_empty() {
+        return "–".into();
+    }
+    let lo = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = per_round.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mid = fmt_ratio(median_f64(per_round.clone()));
+    if per_round.len() > 1 {
+        format!("{mid} ({lo:.2}–{hi:.2})")
+    } else {
+        mid
+    }
+}
+
+/// The floor table and its notes (nothing when there are no rows).
+pub(crate) fn write_floor_table(out: &mut String, table: &FloorTable) {
+    if table.rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n| against the floor | floor | ours | reference | ours ÷ floor | ref ÷ floor |\n\
+         |---|---:|---:|---:|---:|---:|"
+    );
+    for r in &table.rows {
+        let value = |v: &Option<Vec<f64>>| match v {
+            Some(rounds) if !rounds.is_empty() => fmt_value(r.unit, median_f64(rounds.clone())),
+            _ => "FAILED".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.what,
+            value(&r.floor),
+            value(&r.ours),
+            value(&r.reference),
+            floor_ratio(r.ours.as_ref(), r.floor.as_ref()),
+            floor_ratio(r.reference.as_ref(), r.floor.as_ref())
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nEach figure is split into up to {FLOOR_ROUNDS} consecutive rounds (the floor measured \
+         in the same rounds, interleaved with ours and the reference); a value is the median of \
+         the round medians, a ratio the median of the per-round ratios (their range in \
+         brackets); 1.00× is the floor."
+    );
+    for n in &table.notes {
+        let _ = writeln!(out, "{n}");
+    }
 }
 
 /// The targets line: each target, met or MISSED (FAILED when not measured).

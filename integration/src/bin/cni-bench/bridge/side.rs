@@ -68,7 +68,7 @@ impl Side {
         Ok((out.stdout, b.wall))
     }
 
-    /// The same batch with /bin/true in place of the plugin: the harness floor.
+    /// The same batch with /bin/true in place of the plugin: the harness baseline.
     pub(crate) fn floor(&mut self, true_bin: &Path, calls: &[Call]) -> Res<Duration> {
         let b = self
             .worker

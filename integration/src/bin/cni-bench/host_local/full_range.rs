@@ -7,6 +7,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
+use super::timed_add_then_del;
 use crate::plugin::*;
 use crate::report::progress;
 use crate::Res;
@@ -28,6 +29,8 @@ pub(crate) struct FullRange {
     /// The untimed restoring DELs in the full stores, for information.
     pub(crate) ours_full_del: Vec<Duration>,
     pub(crate) ref_full_del: Vec<Duration>,
+    /// The static no-op exec'd as the ADDs are.
+    pub(crate) floor: Vec<Duration>,
 }
 
 /// SplitMix64: small, deterministic, good enough to pick addresses.
@@ -98,25 +101,12 @@ pub(crate) fn prepare_full_store(data_dir: &Path, plan: &[Ipv4Addr], last: Ipv4A
     )
 }
 
-/// One timed ADD, then an untimed DEL of the same id to restore the store.
-/// Returns both times; only the ADD is the measurement, the DEL time is shown for information.
-pub(crate) fn timed_add_then_del(
-    p: &Plugin,
-    config: &str,
-    store: &Path,
-    id: &str,
-) -> Res<(Duration, Duration)> {
-    let (stdout, t_add) = run_plugin(&p.path, "ADD", id, config)?;
-    let ip = result_ip(&stdout)?;
-    check_reserved(store, ip, id)?;
-    let (_, t_del) = run_plugin(&p.path, "DEL", id, config)?;
-    if store.join(ip.to_string()).exists() {
-        return Err(format!("{}: DEL {id} left {ip} reserved", p.path.display()));
-    }
-    Ok((t_add, t_del))
-}
-
-pub(crate) fn bench_full_range(ours: &Plugin, reference: &Plugin, n: usize) -> Res<FullRange> {
+pub(crate) fn bench_full_range(
+    ours: &Plugin,
+    reference: &Plugin,
+    noop: &Path,
+    n: usize,
+) -> Res<FullRange> {
     let (plan, last) = fill_plan();
     let full_o = tempdir("cni-bench-b-full-ours-")?;
     let full_r = tempdir("cni-bench-b-full-ref-")?;
@@ -148,8 +138,10 @@ pub(crate) fn bench_full_range(ours: &Plugin, reference: &Plugin, n: usize) -> R
         .collect();
     let mut samples: [Vec<Duration>; 4] = Default::default();
     let mut dels: [Vec<Duration>; 4] = Default::default();
+    let mut floor = Vec::with_capacity(n);
     for i in 0..n {
         let id = format!("bench-b-{i}");
+        floor.push(run_plugin(noop, "ADD", &id, &configs[0])?.1);
         // Rotate the starting case each iteration to spread noise over all four.
         for k in 0..cases.len() {
             let c = (i + k) % cases.len();
@@ -191,5 +183,6 @@ pub(crate) fn bench_full_range(ours: &Plugin, reference: &Plugin, n: usize) -> R
         ref_empty,
         ours_full_del,
         ref_full_del,
+        floor,
     })
 }
