@@ -37,7 +37,13 @@
 //!   figure the peak of every descendant it waited for, so this is max(bridge, the host-local
 //!   it exec'd and waited for) — the larger of the two peaks, not their sum. host-local ADD
 //!   alone is probed too, so when the bridge figure is above it, it is the bridge's own peak.
+//!
+//! The floor (the closing table; see floor.rs): for (a) and (b), the same kernel work by `ip
+//! -batch` with no checks and no IPAM store and as many process starts, on the pods of ours in
+//! the fake host of ours, before each iteration / round; for (c), the static no-op under the
+//! same probe.
 
+pub(crate) mod floor;
 pub(crate) mod measure;
 pub(crate) mod side;
 
@@ -45,7 +51,7 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::bridge_worker::Worker;
 use crate::netns::*;
@@ -53,6 +59,7 @@ use crate::plugin::*;
 use crate::report::*;
 use crate::rss_probe::RSS_RUNS;
 use crate::{usage, Res};
+use floor::KernelFloor;
 use measure::*;
 use side::*;
 
@@ -141,7 +148,14 @@ pub(crate) fn bridge(args: &[OsString]) -> Res<bool> {
     result
 }
 
-pub(crate) fn make_side(
+/// A floor that could not be measured is a failure of the run.
+fn floor_failure<K>(failures: &mut Vec<String>, what: &str, floor: &Res<Vec<K>>) {
+    if let Err(e) = floor {
+        failures.push(format!("{what}: {e}"));
+    }
+}
+
+fn make_side(
     label: &'static str,
     which: &str,
     dir: &Path,
@@ -179,6 +193,8 @@ pub(crate) fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
         plugin_path(dir, "bridge", which)?;
         plugin_path(dir, "host-local", which)?;
     }
+    let noop = static_noop()?;
+    let kernel_floor = KernelFloor::new(noop.clone())?;
     let pid = std::process::id();
     let host_o = format!("{NS_PREFIX}-{pid}-host-ours");
     let host_r = format!("{NS_PREFIX}-{pid}-host-ref");
@@ -213,6 +229,7 @@ pub(crate) fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
     let mut targets: Vec<Target> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
+    let mut floor_table = FloorTable::default();
 
     // Warm the page cache, create each bridge, and check everything end to end.
     for side in sides.iter_mut() {
@@ -227,9 +244,18 @@ pub(crate) fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
         "(a) {} × bridge ADD+DEL per implementation",
         opts.iterations
     ));
-    let (a, floor) = br_bench_add_del(&mut sides, opts.iterations, false);
+    let (a, floors) = br_bench_add_del(&mut sides, opts.iterations, false, Some(&kernel_floor));
     side_failures(&mut failures, "(a)", &a);
     let [ao, ar] = &a;
+    let (floor, kernel) = split_floors(&floors);
+    floor_failure(&mut failures, "(a)", &kernel);
+    floor_table.push_pairs(
+        "(a)",
+        "one pod, exec→exit",
+        kernel.as_deref().ok(),
+        ao.as_deref().ok(),
+        ar.as_deref().ok(),
+    );
     let ra = time_row(
         &mut rows,
         "(a) ADD+DEL one pod, exec→exit, median".into(),
@@ -270,7 +296,7 @@ pub(crate) fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
             "(a') {} × bridge ADD+DEL with ipMasq per implementation",
             opts.masq_iterations
         ));
-        let (m, _) = br_bench_add_del(&mut sides, opts.masq_iterations, true);
+        let (m, _) = br_bench_add_del(&mut sides, opts.masq_iterations, true, None);
         side_failures(&mut failures, "(a') ipMasq", &m);
         let [mo, mr] = &m;
         time_row(
@@ -288,9 +314,32 @@ pub(crate) fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
     progress(&format!(
         "(b) {PARALLEL_ROUNDS} rounds × {PARALLEL_PODS} parallel bridge ADDs per implementation"
     ));
-    let (b, floor) = br_bench_parallel(&mut sides);
+    let (b, floors) = br_bench_parallel(&mut sides, &kernel_floor);
     side_failures(&mut failures, "(b)", &b);
     let [bo, br] = &b;
+    let (floor, kernel) = split_floors(&floors);
+    floor_failure(&mut failures, "(b)", &kernel);
+    let pick = |r: &Res<Vec<(Duration, Duration)>>,
+                f: fn(&[(Duration, Duration)]) -> Vec<Duration>| {
+        r.as_deref().ok().map(f)
+    };
+    for (what, f) in [
+        (
+            format!("(b) {PARALLEL_PODS} pods attached in parallel, wall"),
+            firsts as fn(&_) -> _,
+        ),
+        (
+            format!("(b) their {PARALLEL_PODS} parallel DELs, wall"),
+            seconds,
+        ),
+    ] {
+        floor_table.rows.push(FloorRow::time(
+            what,
+            pick(&kernel, f).as_deref(),
+            pick(bo, f).as_deref(),
+            pick(br, f).as_deref(),
+        ));
+    }
     let ra = time_row(
         &mut rows,
         format!("(b) {PARALLEL_PODS} pods attached in parallel, wall, median of {PARALLEL_ROUNDS}"),
@@ -316,10 +365,19 @@ pub(crate) fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
     progress(&format!(
         "(c) {RSS_RUNS} × peak RSS of one bridge ADD and one host-local ADD per implementation"
     ));
-    match br_bench_rss(&mut sides) {
-        Ok((c, floor)) => {
+    let rss_what = "(c) peak RSS of one bridge ADD".to_string();
+    match br_bench_rss(&mut sides, &noop) {
+        Ok((c, floors)) => {
             side_failures(&mut failures, "(c)", &c);
             let [co, cr] = &c;
+            let (floor, kernel) = split_floors(&floors);
+            floor_failure(&mut failures, "(c)", &kernel);
+            floor_table.rows.push(FloorRow::kib(
+                rss_what,
+                kernel.as_deref().ok(),
+                side_stat(co, firsts).as_deref(),
+                side_stat(cr, firsts).as_deref(),
+            ));
             let (bo, br) = (
                 side_stat(co, |v| median_u64(&firsts(v))),
                 side_stat(cr, |v| median_u64(&firsts(v))),
@@ -365,7 +423,7 @@ pub(crate) fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
             ));
             if !floor.is_empty() {
                 notes.push(format!(
-                    "(c) probe floor: a child's maxrss includes the pages fork copied from the \
+                    "(c) probe baseline: a child's maxrss includes the pages fork copied from the \
                      probe; the probe running /bin/true reports {} KiB",
                     median_u64(&floor)
                 ));
@@ -381,6 +439,9 @@ pub(crate) fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
         }
         Err(e) => {
             failures.push(format!("(c): {e}"));
+            floor_table
+                .rows
+                .push(FloorRow::kib(rss_what, None, None, None));
             rows.push(failed_row("(c) peak RSS of one bridge ADD"));
             targets.push(failed_target("(c)", "ours ≤ 0.5× ref"));
         }
@@ -413,7 +474,12 @@ pub(crate) fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
         opts.masq_iterations,
         started.elapsed().as_secs_f64()
     );
-    write_table(&mut out, &rows, &notes, &FloorTable::default(), &targets);
+    floor_table.notes.push(format!(
+        "floor of (a) and (b): the same kernel work with no checks and no IPAM store: {}. \
+         Floor of (c): the static no-op under the same rss-probe in the fake host.",
+        kernel_floor.describe()
+    ));
+    write_table(&mut out, &rows, &notes, &floor_table, &targets);
     // Stop the workers before the namespaces go.
     drop(sides);
     progress("done");

@@ -106,19 +106,79 @@ pub(crate) fn run_batch(
     Ok(Batch { wall, outs })
 }
 
+/// Runs every chain at once (one thread each, or inline for a single chain): the programs of a
+/// chain one after the other, each to its exit, stopping at the first that fails. Returns the
+/// wall time from the start until the last chain is done, and per chain the outcome of its
+/// last program run. No watchdog: chains are the floor's `ip` and no-op runs, not plugins.
+pub(crate) fn run_chains(chains: &[Vec<Vec<String>>]) -> Res<Batch> {
+    let start = Instant::now();
+    let outs = if let [chain] = chains {
+        vec![run_chain(chain)?]
+    } else {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = chains
+                .iter()
+                .map(|chain| s.spawn(move || run_chain(chain)))
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err("chain thread panicked".into()))
+                })
+                .collect::<Res<Vec<Outcome>>>()
+        })?
+    };
+    Ok(Batch {
+        wall: start.elapsed(),
+        outs,
+    })
+}
+
+fn run_chain(chain: &[Vec<String>]) -> Res<Outcome> {
+    let mut last = Outcome {
+        ok: true,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        status: "empty chain".into(),
+    };
+    for argv in chain {
+        let (prog, args) = argv.split_first().ok_or("empty command in a chain")?;
+        let out = Command::new(prog)
+            .args(args)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("spawn {prog}: {e}"))?;
+        last = Outcome {
+            ok: out.status.success(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+            status: format!("{} ({})", out.status, argv.join(" ")),
+        };
+        if !last.ok {
+            break;
+        }
+    }
+    Ok(last)
+}
+
 pub(crate) fn json_str<'a>(v: &'a serde_json::Value, key: &str) -> Res<&'a str> {
     v.get(key)
         .and_then(|x| x.as_str())
         .ok_or_else(|| format!("request without string {key:?}"))
 }
 
-pub(crate) fn serve_request(line: &str) -> Res<serde_json::Value> {
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("bad request ({e}): {line}"))?;
-    let prog = Path::new(json_str(&v, "prog")?);
-    let cmd = json_str(&v, "cmd")?;
-    let config = json_str(&v, "config")?;
-    let cni_path = json_str(&v, "cni_path")?;
+/// A request to run a plugin batch.
+fn plugin_batch(v: &serde_json::Value) -> Res<Batch> {
+    let prog = Path::new(json_str(v, "prog")?);
+    let cmd = json_str(v, "cmd")?;
+    let config = json_str(v, "config")?;
+    let cni_path = json_str(v, "cni_path")?;
     let mut calls = Vec::new();
     for c in v
         .get("calls")
@@ -130,7 +190,20 @@ pub(crate) fn serve_request(line: &str) -> Res<serde_json::Value> {
             netns: json_str(c, "netns")?.to_string(),
         });
     }
-    let batch = run_batch(prog, cmd, config, cni_path, &calls)?;
+    run_batch(prog, cmd, config, cni_path, &calls)
+}
+
+pub(crate) fn serve_request(line: &str) -> Res<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("bad request ({e}): {line}"))?;
+    let batch = match v.get("chains") {
+        Some(chains) => {
+            let chains: Vec<Vec<Vec<String>>> = serde_json::from_value(chains.clone())
+                .map_err(|e| format!("bad chains ({e}): {line}"))?;
+            run_chains(&chains)?
+        }
+        None => plugin_batch(&v)?,
+    };
     let outs: Vec<serde_json::Value> = batch
         .outs
         .iter()
@@ -216,7 +289,6 @@ impl Worker {
         cni_path: &Path,
         calls: &[Call],
     ) -> Res<Batch> {
-        use std::io::BufRead as _;
         let calls_json: Vec<serde_json::Value> = calls
             .iter()
             .map(|c| serde_json::json!({ "id": c.id, "netns": c.netns }))
@@ -228,16 +300,27 @@ impl Worker {
             "cni_path": cni_path.to_string_lossy(),
             "calls": calls_json,
         });
+        self.request(&req, calls.len())
+    }
+
+    /// Has the worker run `chains` (see `run_chains`); one outcome per chain.
+    pub(crate) fn run_chains(&mut self, chains: &[Vec<Vec<String>>]) -> Res<Batch> {
+        self.request(&serde_json::json!({ "chains": chains }), chains.len())
+    }
+
+    /// Sends one request and reads its answer, which must hold `n` outcomes.
+    fn request(&mut self, req: &serde_json::Value, n: usize) -> Res<Batch> {
+        use std::io::BufRead as _;
         let stdin = self.stdin.as_mut().ok_or("worker stdin closed")?;
         writeln!(stdin, "{req}")
             .and_then(|()| stdin.flush())
             .map_err(|e| format!("writing to the worker: {e}"))?;
         let mut line = String::new();
-        let n = self
+        let read = self
             .stdout
             .read_line(&mut line)
             .map_err(|e| format!("reading from the worker: {e}"))?;
-        if n == 0 {
+        if read == 0 {
             return Err("the worker exited unexpectedly".into());
         }
         let v: serde_json::Value =
@@ -264,11 +347,10 @@ impl Worker {
                 status: field("status").to_string(),
             });
         }
-        if outs.len() != calls.len() {
+        if outs.len() != n {
             return Err(format!(
-                "worker returned {} outcomes for {} calls",
-                outs.len(),
-                calls.len()
+                "worker returned {} outcomes for {n} calls",
+                outs.len()
             ));
         }
         Ok(Batch { wall, outs })

@@ -104,11 +104,6 @@ pub(crate) fn parse_cri_opts(args: &[OsString]) -> Res<CriOpts> {
     Ok(opts)
 }
 
-pub(crate) fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// `<--ours>/cri-adapter`, else `<workspace>/target/release/cri-adapter` (scripts/bench passes
 /// the static plugin build as --ours, which holds no cri-adapter). Builds nothing.
 pub(crate) fn cri_adapter_path(ours: &Path) -> Res<PathBuf> {
@@ -125,14 +120,6 @@ pub(crate) fn cri_adapter_path(ours: &Path) -> Res<PathBuf> {
         ours.display(),
         fallback.display()
     ))
-}
-
-/// The first `name` on PATH.
-pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
 }
 
 pub(crate) fn is_root() -> bool {

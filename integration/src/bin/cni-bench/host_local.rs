@@ -294,7 +294,7 @@ pub(crate) fn host_local(args: &[OsString]) -> Res<bool> {
             });
             if d.floor > 0 {
                 notes.push(format!(
-                    "(d) probe floor: a child's maxrss includes the pages fork copied from the \
+                    "(d) probe baseline: a child's maxrss includes the pages fork copied from the \
                      probe; the probe running /bin/true reports {} KiB{}",
                     d.floor,
                     if d.ours <= d.floor {

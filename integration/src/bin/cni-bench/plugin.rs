@@ -254,6 +254,19 @@ pub(crate) fn workspace_release_dir() -> PathBuf {
     workspace.join("target").join("release")
 }
 
+pub(crate) fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The first `name` on PATH.
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
 /// The process-start floor: a static no-op (`int main(void) { return 0; }`, `cc -static`),
 /// built once into `<workspace>/target/cni-bench-floor/noop` and reused. Exec'd exactly as a
 /// plugin is, it costs what any plugin's exec, dynamic-loader-free start and exit cost.

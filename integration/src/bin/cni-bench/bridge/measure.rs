@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
+use super::floor::KernelFloor;
 use super::*;
 use crate::bridge_worker::Call;
 use crate::netns::netns_path;
@@ -60,8 +61,24 @@ pub(crate) fn br_warm_up(side: &mut Side) -> Res<()> {
 /// Per implementation (index 0 ours, 1 reference): the samples, or the error that stopped it.
 pub(crate) type PerSide<T> = [Result<Vec<T>, String>; 2];
 
-/// The per-side samples of a measurement and its harness-floor samples.
+/// The per-side samples of a measurement and its per-iteration floor samples.
 pub(crate) type Interleaved<T, F> = (PerSide<T>, Vec<F>);
+
+/// One iteration's floor samples: the /bin/true harness baseline (`None` without `true` or
+/// when it failed) and the floor (`None` when not measured).
+pub(crate) type FloorSample<H, K> = (Option<H>, Option<Res<K>>);
+
+/// The harness baselines, and the floor samples or the first error among them.
+pub(crate) fn split_floors<H: Copy, K: Copy>(
+    floors: &[FloorSample<H, K>],
+) -> (Vec<H>, Res<Vec<K>>) {
+    let harness = floors.iter().filter_map(|f| f.0).collect();
+    let floor = floors
+        .iter()
+        .filter_map(|f| f.1.clone())
+        .collect::<Res<Vec<K>>>();
+    (harness, floor)
+}
 
 pub(crate) fn labelled(side: &Side, e: String) -> String {
     if e.starts_with(&format!("{}:", side.label)) {
@@ -73,11 +90,11 @@ pub(crate) fn labelled(side: &Side, e: String) -> String {
 
 /// Runs `step(side, i)` for i in 0..n on both sides, interleaved, alternating which goes first.
 /// A side whose step fails stops there (its leftovers are removed) while the other goes on.
-/// `floor` runs before each iteration with `sides[0]`'s worker; `None` just drops that sample.
+/// `floor` runs before each iteration with `sides[0]`'s worker.
 pub(crate) fn interleave<T, F>(
     sides: &mut [Side; 2],
     n: usize,
-    mut floor: impl FnMut(&mut Side, usize) -> Option<F>,
+    mut floor: impl FnMut(&mut Side, usize) -> F,
     mut step: impl FnMut(&mut Side, usize) -> Res<T>,
 ) -> Interleaved<T, F> {
     let mut res: PerSide<T> = [Ok(Vec::with_capacity(n)), Ok(Vec::with_capacity(n))];
@@ -86,9 +103,7 @@ pub(crate) fn interleave<T, F>(
         if res.iter().all(Result::is_err) {
             break;
         }
-        if let Some(f) = floor(&mut sides[0], i) {
-            floors.push(f);
-        }
+        floors.push(floor(&mut sides[0], i));
         for k in 0..2 {
             let s = (i + k) % 2;
             let Ok(samples) = &mut res[s] else {
@@ -122,21 +137,25 @@ pub(crate) fn post_check<T>(
     }
 }
 
-/// (a) and (a'): per side (ADD, DEL) times; floor = two /bin/true execs.
+/// (a) and (a'): per side (ADD, DEL) times; harness baseline = two /bin/true execs; floor =
+/// `kernel_floor` on `pods[0]` (when given).
 pub(crate) fn br_bench_add_del(
     sides: &mut [Side; 2],
     n: usize,
     masq: bool,
-) -> Interleaved<(Duration, Duration), Duration> {
+    kernel_floor: Option<&KernelFloor>,
+) -> Interleaved<(Duration, Duration), FloorSample<Duration, (Duration, Duration)>> {
     let tag = if masq { "m" } else { "a" };
     let (mut res, floor) = interleave(
         sides,
         n,
         |s, i| {
-            let t = true_binary()?;
-            let call = s.call(format!("bench-{tag}-{i}"), 0);
-            let calls = std::slice::from_ref(&call);
-            Some(s.floor(t, calls).ok()? + s.floor(t, calls).ok()?)
+            let harness = true_binary().and_then(|t| {
+                let call = s.call(format!("bench-{tag}-{i}"), 0);
+                let calls = std::slice::from_ref(&call);
+                Some(s.floor(t, calls).ok()? + s.floor(t, calls).ok()?)
+            });
+            (harness, kernel_floor.map(|k| k.run(s, &[0])))
         },
         |s, i| {
             let deep = i % DEEP_CHECK_EVERY == 0 || i + 1 == n;
@@ -156,19 +175,24 @@ pub(crate) fn br_bench_add_del(
     (res, floor)
 }
 
-/// (b): per side (ADD wall, DEL wall) per round; floor = 50 concurrent /bin/true.
+/// (b): per side (ADD wall, DEL wall) per round; harness baseline = 50 concurrent /bin/true;
+/// floor = `kernel_floor` on the 50 pods at once.
 pub(crate) fn br_bench_parallel(
     sides: &mut [Side; 2],
-) -> Interleaved<(Duration, Duration), Duration> {
+    kernel_floor: &KernelFloor,
+) -> Interleaved<(Duration, Duration), FloorSample<Duration, (Duration, Duration)>> {
+    let pods: Vec<usize> = (0..PARALLEL_PODS).collect();
     interleave(
         sides,
         PARALLEL_ROUNDS,
         |s, _| {
-            let t = true_binary()?;
-            let calls: Vec<Call> = (0..PARALLEL_PODS)
-                .map(|k| s.call(format!("bench-b-true-{k}"), k))
-                .collect();
-            s.floor(t, &calls).ok()
+            let harness = true_binary().and_then(|t| {
+                let calls: Vec<Call> = (0..PARALLEL_PODS)
+                    .map(|k| s.call(format!("bench-b-true-{k}"), k))
+                    .collect();
+                s.floor(t, &calls).ok()
+            });
+            (harness, Some(kernel_floor.run(s, &pods)))
         },
         br_parallel_round,
     )
@@ -267,15 +291,22 @@ pub(crate) fn br_rss_once(side: &mut Side) -> Res<(u64, u64)> {
     Ok((bridge, host_local))
 }
 
-/// (c): per side (bridge ADD KiB, host-local ADD KiB) per run; floor = the probe on /bin/true.
-pub(crate) fn br_bench_rss(sides: &mut [Side; 2]) -> Res<Interleaved<(u64, u64), u64>> {
+/// (c): per side (bridge ADD KiB, host-local ADD KiB) per run; harness baseline = the probe on
+/// /bin/true; floor = the probe on the static no-op.
+pub(crate) fn br_bench_rss(
+    sides: &mut [Side; 2],
+    noop: &Path,
+) -> Res<Interleaved<(u64, u64), FloorSample<u64, u64>>> {
     let dir = tempdir("cni-bench-br-rss-floor-")?;
     let dummy = dir.path().join("config.json");
     fs::write(&dummy, "{}").map_err(|e| format!("{}: {e}", dummy.display()))?;
     Ok(interleave(
         sides,
         RSS_RUNS,
-        |s, _| br_probe(s, true_binary()?, &dummy, None).ok(),
+        |s, _| {
+            let harness = true_binary().and_then(|t| br_probe(s, t, &dummy, None).ok());
+            (harness, Some(br_probe(s, noop, &dummy, None)))
+        },
         |s, _| br_rss_once(s),
     ))
 }
