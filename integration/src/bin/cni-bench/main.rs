@@ -87,6 +87,8 @@ pub(crate) fn usage() -> &'static str {
      bridge defaults: --ours <workspace>/target/release, --ref /usr/lib/cni, --iterations 100,\n\
      \x20         --masq-iterations iterations/4 (0 skips the ipMasq row); DIR must hold both `bridge`\n\
      \x20         and `host-local`; needs root (network namespaces)\n\
+     host-local and bridge build their floor, a static no-op, once with `cc -static` (gcc,\n\
+     \x20         libc6-dev) into <workspace>/target/cni-bench-floor\n\
      cri defaults: --ours <workspace>/target/release (falls back to it when DIR has no\n\
      \x20         `cri-adapter`), --iterations 2000 (ListImages: a quarter), --images 300,\n\
      \x20         --clients 8, --seconds 2; needs root and Debian's containerd"
