@@ -445,18 +445,18 @@ pub(crate) fn bench_add_del(
         if let Some(t) = true_binary() {
             s.harness.push(exec_pair(t, &id, &cfg_o)?);
         }
-        s.floor.push(exec_pair(noop, &id, &cfg_o)?);
-        // Alternate which implementation goes first so drift hits both equally.
-        if i % 2 == 0 {
-            s.ours
-                .push(timed_add_then_del(ours, &cfg_o, &store_o, &id)?);
-            s.reference
-                .push(timed_add_then_del(reference, &cfg_r, &store_r, &id)?);
-        } else {
-            s.reference
-                .push(timed_add_then_del(reference, &cfg_r, &store_r, &id)?);
-            s.ours
-                .push(timed_add_then_del(ours, &cfg_o, &store_o, &id)?);
+        // Rotate which of the floor, ours and the reference goes first so drift hits all
+        // three equally.
+        for k in 0..3 {
+            match (i + k) % 3 {
+                0 => s.floor.push(exec_pair(noop, &id, &cfg_o)?),
+                1 => s
+                    .ours
+                    .push(timed_add_then_del(ours, &cfg_o, &store_o, &id)?),
+                _ => s
+                    .reference
+                    .push(timed_add_then_del(reference, &cfg_r, &store_r, &id)?),
+            }
         }
     }
     Ok(s)
