@@ -38,10 +38,10 @@
 //!   it exec'd and waited for) — the larger of the two peaks, not their sum. host-local ADD
 //!   alone is probed too, so when the bridge figure is above it, it is the bridge's own peak.
 //!
-//! The floor (the closing table; see floor.rs): for (a) and (b), the same kernel work by `ip
-//! -batch` with no checks and no IPAM store and as many process starts, on the pods of ours in
-//! the fake host of ours, before each iteration / round; for (c), the static no-op under the
-//! same probe.
+//! The floor (the closing table; see floor.rs): for (a) and (b), the same kernel work through
+//! cni-bridge's netlink code (or `ip -batch`) with no checks and no IPAM store and as many
+//! process starts, on the pods of ours in the fake host of ours, before each iteration /
+//! round; for (c), the static no-op under the same probe.
 
 pub(crate) mod floor;
 pub(crate) mod measure;
@@ -194,7 +194,7 @@ pub(crate) fn bridge_run(opts: &BridgeOpts) -> Res<bool> {
         plugin_path(dir, "host-local", which)?;
     }
     let noop = static_noop()?;
-    let kernel_floor = KernelFloor::new(noop.clone())?;
+    let kernel_floor = KernelFloor::new(&opts.ours, noop.clone())?;
     let pid = std::process::id();
     let host_o = format!("{NS_PREFIX}-{pid}-host-ours");
     let host_r = format!("{NS_PREFIX}-{pid}-host-ref");

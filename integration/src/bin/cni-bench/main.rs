@@ -30,8 +30,9 @@
 //!
 //! Every figure also has a floor, measured in the same run and printed in a closing table with
 //! ours ÷ floor and reference ÷ floor (ADD, DEL and the pair separately; medians of rounds):
-//! host-local, a static no-op exec'd the same way; bridge, the same kernel work by `ip -batch`
-//! with as many process starts; cri, containerd's socket direct.
+//! host-local, a static no-op exec'd the same way; bridge, the same kernel work through
+//! cni-bridge's netlink code (its example bridge-floor; `ip -batch` without it) with as many
+//! process starts; cri, containerd's socket direct.
 //!
 //! The tool is a report, not a test: it exits 0 when targets are missed, but non-zero when any
 //! plugin call failed or a result was wrong.
