@@ -1,0 +1,436 @@
+//! The CRI client of the cri bench and its latency and throughput measurements.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::env::CriEnv;
+use super::*;
+use crate::report::{progress, ratio};
+use crate::Res;
+
+// The CRI client ---------------------------------------------------------------------------------
+
+/// A unix stream that counts the bytes read from it (to report response sizes on the wire).
+#[derive(Debug)]
+pub(crate) struct CountingStream {
+    pub(crate) inner: tokio::net::UnixStream,
+    pub(crate) read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl tokio::io::AsyncRead for CountingStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = r {
+            let n = (buf.filled().len() - before) as u64;
+            self.read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One CRI client: its own HTTP/2 connection (`:authority localhost`), 16 MiB messages.
+#[derive(Debug, Clone)]
+pub(crate) struct CriClient {
+    pub(crate) runtime:
+        k8s_cri::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    pub(crate) images:
+        k8s_cri::v1::image_service_client::ImageServiceClient<tonic::transport::Channel>,
+    pub(crate) read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+pub(crate) const CRI_MAX_MESSAGE: usize = 16 << 20;
+
+pub(crate) async fn cri_connect(socket: &Path) -> Res<CriClient> {
+    let path = socket.to_path_buf();
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = read.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            let read = counter.clone();
+            async move {
+                let inner = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(CountingStream {
+                    inner,
+                    read,
+                }))
+            }
+        }))
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", socket.display()))?;
+    Ok(CriClient {
+        runtime: k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(channel.clone())
+            .max_decoding_message_size(CRI_MAX_MESSAGE)
+            .max_encoding_message_size(CRI_MAX_MESSAGE),
+        images: k8s_cri::v1::image_service_client::ImageServiceClient::new(channel)
+            .max_decoding_message_size(CRI_MAX_MESSAGE)
+            .max_encoding_message_size(CRI_MAX_MESSAGE),
+        read,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rpc {
+    Version,
+    ListContainers,
+    ListImages,
+}
+
+impl Rpc {
+    pub(crate) const ALL: [Rpc; 3] = [Rpc::Version, Rpc::ListContainers, Rpc::ListImages];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Rpc::Version => "Version",
+            Rpc::ListContainers => "ListContainers",
+            Rpc::ListImages => "ListImages",
+        }
+    }
+}
+
+/// One call; returns the number of items in the response (1 for Version).
+pub(crate) async fn cri_call(c: &mut CriClient, rpc: Rpc) -> Res<usize> {
+    let err = |e: tonic::Status| format!("CRI {}: {e}", rpc.name());
+    match rpc {
+        Rpc::Version => {
+            let r = c
+                .runtime
+                .version(k8s_cri::v1::VersionRequest {
+                    version: "v1".into(),
+                })
+                .await
+                .map_err(err)?;
+            Ok(usize::from(!r.get_ref().runtime_version.is_empty()))
+        }
+        Rpc::ListContainers => {
+            let r = c
+                .runtime
+                .list_containers(k8s_cri::v1::ListContainersRequest { filter: None })
+                .await
+                .map_err(err)?;
+            Ok(r.get_ref().containers.len())
+        }
+        Rpc::ListImages => {
+            let r = c
+                .images
+                .list_images(k8s_cri::v1::ListImagesRequest { filter: None })
+                .await
+                .map_err(err)?;
+            Ok(r.get_ref().images.len())
+        }
+    }
+}
+
+/// One call whose response must hold `want` items (checked on every call: it is cheap).
+pub(crate) async fn cri_checked_call(c: &mut CriClient, rpc: Rpc, want: usize) -> Res<()> {
+    let n = cri_call(c, rpc).await?;
+    if n != want {
+        return Err(format!(
+            "CRI {}: {n} items in the response, expected {want}",
+            rpc.name()
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn with_phase_timeout<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Res<T>>,
+) -> Res<T> {
+    tokio::time::timeout(CRI_PHASE_TIMEOUT, f)
+        .await
+        .map_err(|_| format!("{what}: no answer within {CRI_PHASE_TIMEOUT:?}"))?
+}
+
+/// The two targets, direct (containerd) first, via serve second.
+pub(crate) type Pair<T> = [T; 2];
+pub(crate) const TARGETS: Pair<&str> = ["direct", "via serve"];
+
+/// Sequential latency samples of `n` calls per target, in alternating blocks.
+pub(crate) async fn cri_latency(
+    clients: &mut Pair<CriClient>,
+    rpc: Rpc,
+    n: usize,
+    want: usize,
+) -> Res<Pair<Vec<Duration>>> {
+    let mut samples: Pair<Vec<Duration>> = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    let mut done = 0;
+    let mut block = 0;
+    while done < n {
+        let len = CRI_BLOCK.min(n - done);
+        let order = if block % 2 == 0 { [0, 1] } else { [1, 0] };
+        for t in order {
+            for _ in 0..len {
+                let start = Instant::now();
+                let got = cri_call(&mut clients[t], rpc).await;
+                let took = start.elapsed();
+                match got {
+                    Ok(k) if k == want => samples[t].push(took),
+                    Ok(k) => {
+                        return Err(format!(
+                            "{}: CRI {}: {k} items in the response, expected {want}",
+                            TARGETS[t],
+                            rpc.name()
+                        ))
+                    }
+                    Err(e) => return Err(format!("{}: {e}", TARGETS[t])),
+                }
+            }
+        }
+        done += len;
+        block += 1;
+    }
+    Ok(samples)
+}
+
+/// `clients.len()` concurrent callers for `time`; returns the calls completed and the elapsed
+/// wall time.
+pub(crate) async fn cri_throughput_slice(
+    clients: &[CriClient],
+    rpc: Rpc,
+    want: usize,
+    time: Duration,
+) -> Res<(u64, Duration)> {
+    let start = Instant::now();
+    let deadline = start + time;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in clients {
+        let mut c = c.clone();
+        tasks.spawn(async move {
+            let mut calls = 0u64;
+            while Instant::now() < deadline {
+                cri_checked_call(&mut c, rpc, want).await?;
+                calls += 1;
+            }
+            Ok::<u64, String>(calls)
+        });
+    }
+    let mut total = 0;
+    let mut first_err = None;
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(n)) => total += n,
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(format!("client task: {e}"));
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok((total, elapsed)),
+    }
+}
+
+/// Calls per second per target: halves in the order direct, serve, serve, direct.
+pub(crate) async fn cri_throughput(
+    pools: &Pair<Vec<CriClient>>,
+    rpc: Rpc,
+    want: usize,
+    seconds: f64,
+) -> Res<Pair<f64>> {
+    let half = Duration::from_secs_f64(seconds / 2.0);
+    let mut calls = [0u64; 2];
+    let mut time = [Duration::ZERO; 2];
+    for t in [0, 1, 1, 0] {
+        let (n, d) = cri_throughput_slice(&pools[t], rpc, want, half)
+            .await
+            .map_err(|e| format!("{}: {e}", TARGETS[t]))?;
+        calls[t] += n;
+        time[t] += d;
+    }
+    Ok([0, 1].map(|t| ratio(calls[t] as f64, time[t].as_secs_f64())))
+}
+
+/// Per target, the sequential latencies of one RPC.
+pub(crate) type LatencySamples = Res<Pair<Vec<Duration>>>;
+
+/// What the measurements produced.
+#[derive(Debug)]
+pub(crate) struct CriResults {
+    pub(crate) runtime: String,
+    pub(crate) list_images_bytes: Pair<u64>,
+    pub(crate) latency: Vec<(Rpc, usize, LatencySamples)>,
+    pub(crate) throughput: Vec<(Rpc, Res<Pair<f64>>)>,
+}
+
+pub(crate) async fn cri_measure(env: &CriEnv, opts: &CriOpts) -> Res<CriResults> {
+    let sockets = [&env.direct, &env.proxied];
+    let mut pools: Pair<Vec<CriClient>> = [Vec::new(), Vec::new()];
+    for (t, socket) in sockets.iter().enumerate() {
+        for _ in 0..opts.clients {
+            pools[t].push(
+                cri_connect(socket)
+                    .await
+                    .map_err(|e| format!("{}: {e}", TARGETS[t]))?,
+            );
+        }
+    }
+    let mut one = [pools[0][0].clone(), pools[1][0].clone()];
+
+    // What the runtime says it is, and the expected item counts.
+    let version = with_phase_timeout("Version", async {
+        one[0]
+            .runtime
+            .version(k8s_cri::v1::VersionRequest {
+                version: "v1".into(),
+            })
+            .await
+            .map_err(|e| format!("CRI Version: {e}"))
+    })
+    .await?
+    .into_inner();
+    let runtime = format!(
+        "{} {} (CRI {})",
+        version.runtime_name, version.runtime_version, version.runtime_api_version
+    );
+    let n_images = with_phase_timeout("ListImages", cri_call(&mut one[0], Rpc::ListImages)).await?;
+    let n_containers =
+        with_phase_timeout("ListContainers", cri_call(&mut one[0], Rpc::ListContainers)).await?;
+    if n_images < env.images.len() {
+        return Err(format!(
+            "ListImages returns {n_images} images, fewer than the {} seeded",
+            env.images.len()
+        ));
+    }
+    // Every seeded name must be listed (and the count is what every later call must return).
+    let listed = with_phase_timeout("ListImages", async {
+        one[0]
+            .images
+            .list_images(k8s_cri::v1::ListImagesRequest { filter: None })
+            .await
+            .map_err(|e| format!("CRI ListImages: {e}"))
+    })
+    .await?
+    .into_inner();
+    let tags: HashSet<&str> = listed
+        .images
+        .iter()
+        .flat_map(|i| i.repo_tags.iter().map(String::as_str))
+        .collect();
+    if let Some(missing) = env.images.iter().find(|n| !tags.contains(n.as_str())) {
+        return Err(format!(
+            "ListImages does not list the seeded image {missing}"
+        ));
+    }
+    let want = |rpc: Rpc| match rpc {
+        Rpc::Version => 1,
+        Rpc::ListContainers => n_containers,
+        Rpc::ListImages => n_images,
+    };
+
+    // Warm every connection up (and check both targets answer the same).
+    progress(&format!(
+        "warming up {} connections per target",
+        opts.clients
+    ));
+    with_phase_timeout("warm-up", async {
+        for (t, pool) in pools.iter_mut().enumerate() {
+            for c in pool.iter_mut() {
+                for rpc in Rpc::ALL {
+                    for _ in 0..CRI_WARMUP {
+                        cri_checked_call(c, rpc, want(rpc))
+                            .await
+                            .map_err(|e| format!("{}: {e}", TARGETS[t]))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+    .await?;
+
+    // Response size on the wire: bytes read by one ListImages call on each target.
+    let mut list_images_bytes = [0u64; 2];
+    for t in 0..2 {
+        let before = one[t].read.load(std::sync::atomic::Ordering::Relaxed);
+        with_phase_timeout(
+            "ListImages",
+            cri_checked_call(&mut one[t], Rpc::ListImages, n_images),
+        )
+        .await?;
+        list_images_bytes[t] = one[t].read.load(std::sync::atomic::Ordering::Relaxed) - before;
+    }
+
+    let mut latency = Vec::new();
+    for rpc in Rpc::ALL {
+        let n = if rpc == Rpc::ListImages {
+            opts.iterations.div_ceil(4)
+        } else {
+            opts.iterations
+        };
+        progress(&format!(
+            "latency: {n} sequential {} calls per target, blocks of {CRI_BLOCK}",
+            rpc.name()
+        ));
+        let r = with_phase_timeout(rpc.name(), cri_latency(&mut one, rpc, n, want(rpc))).await;
+        latency.push((rpc, n, r));
+    }
+    let mut throughput = Vec::new();
+    for rpc in Rpc::ALL {
+        progress(&format!(
+            "throughput: {} concurrent clients calling {} for {:.1} s per target",
+            opts.clients,
+            rpc.name(),
+            opts.seconds
+        ));
+        let r = with_phase_timeout(
+            rpc.name(),
+            cri_throughput(&pools, rpc, want(rpc), opts.seconds),
+        )
+        .await;
+        throughput.push((rpc, r));
+    }
+    Ok(CriResults {
+        runtime,
+        list_images_bytes,
+        latency,
+        throughput,
+    })
+}
