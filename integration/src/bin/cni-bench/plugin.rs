@@ -43,8 +43,11 @@ pub(crate) fn plugin_path(dir: &Path, name: &str, which: &str) -> Res<PathBuf> {
             path.display()
         ));
     }
-    path.canonicalize()
-        .map_err(|e| format!("{}: {e}", path.display()))
+    // The directory is resolved, not the file: a plugin that is a link to
+    // a multi-call executable is told apart by the name it runs under.
+    dir.canonicalize()
+        .map(|d| d.join(name))
+        .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 // ---------------------------------------------------------------------------------------------
