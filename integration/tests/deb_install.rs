@@ -23,6 +23,7 @@ const PKG: &str = "k8s-shims";
 const BIN_DIR: &str = "/usr/lib/k8s-shims/cni";
 const FILES: &[&str] = &[
     "/usr/bin/cri-adapter",
+    "/usr/lib/k8s-shims/cni/k8s-shims-cni",
     "/usr/lib/k8s-shims/cni/bridge",
     "/usr/lib/k8s-shims/cni/host-local",
     "/usr/lib/k8s-shims/cni/loopback",
@@ -125,20 +126,22 @@ fn check_files() {
             "dpkg -L does not list {f}:\n{listed}"
         );
     }
-    for link in ["loopback", "portmap"] {
+    // Every plugin is a link to the one multi-call executable (so bridge
+    // runs host-local in-process).
+    for link in ["bridge", "host-local", "loopback", "portmap"] {
         let at = Path::new(BIN_DIR).join(link);
         assert!(
             std::fs::symlink_metadata(&at).unwrap().is_symlink(),
             "{at:?}"
         );
         let target = std::fs::canonicalize(&at).unwrap();
-        assert_eq!(target, Path::new("/usr/lib/cni").join(link));
+        assert_eq!(target, Path::new(BIN_DIR).join("k8s-shims-cni"));
     }
     // /usr/lib/cni stays Debian's.
     let (_, owner) = sh("dpkg", &["-S", "/usr/lib/cni/bridge"]);
     assert!(owner.starts_with("containernetworking-plugins:"), "{owner}");
     // The plugins are ours and static: VERSION answers 1.1.0, no interpreter.
-    for p in ["bridge", "host-local"] {
+    for p in ["bridge", "host-local", "loopback", "portmap"] {
         let out = Command::new(Path::new(BIN_DIR).join(p))
             .env_clear()
             .env("CNI_COMMAND", "VERSION")
