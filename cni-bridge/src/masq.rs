@@ -10,7 +10,7 @@
 //! nftables: table `inet cni_plugins_masquerade`, per-address rules in
 //! `masq_checks` whose comment starts with `<h(net)>-<h(ifname:id)>`.
 
-use crate::tools::{run, sha512_hex};
+use crate::tools::{restore_nat, run, sha512_hex, NatTable};
 use cni_spec::ValidAttachments;
 use ipnetwork::IpNetwork;
 use std::collections::HashSet;
@@ -52,35 +52,6 @@ const V6: Family = Family {
     multicast: "ff00::/8",
     host_prefix: 128,
 };
-
-/// The nat table as iptables-save prints it: chain names and rule lines.
-struct NatTable {
-    chains: HashSet<String>,
-    rules: Vec<String>,
-}
-
-fn read_nat(f: &Family) -> Result<NatTable, String> {
-    let text = run(f.save, &["-t", "nat"], None)?;
-    let mut t = NatTable {
-        chains: HashSet::new(),
-        rules: Vec::new(),
-    };
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix(':') {
-            if let Some(name) = rest.split_whitespace().next() {
-                t.chains.insert(name.to_string());
-            }
-        } else if line.starts_with("-A ") {
-            t.rules.push(line.to_string());
-        }
-    }
-    Ok(t)
-}
-
-fn restore(f: &Family, body: &str) -> Result<(), String> {
-    let input = format!("*nat\n{body}COMMIT\n");
-    run(f.restore, &["-w", "--noflush"], Some(&input)).map(|_| ())
-}
 
 fn family_of(v4: bool) -> &'static Family {
     if v4 {
@@ -128,7 +99,7 @@ pub fn iptables_setup(network: &str, container_id: &str, ips: &[IpNetwork]) -> R
             continue;
         }
         let f = family_of(v4);
-        let table = read_nat(f)?;
+        let table = NatTable::read(f.save)?;
         let mut body = String::new();
         if !table.chains.contains(&chain) {
             body.push_str(&format!(":{chain} - [0:0]\n"));
@@ -140,7 +111,7 @@ pub fn iptables_setup(network: &str, container_id: &str, ips: &[IpNetwork]) -> R
             }
         }
         if !body.is_empty() {
-            restore(f, &body)?;
+            restore_nat(f.restore, &body)?;
         }
     }
     Ok(())
@@ -159,7 +130,7 @@ pub fn iptables_check(network: &str, container_id: &str, ips: &[IpNetwork]) -> R
             continue;
         }
         let f = family_of(v4);
-        let table = read_nat(f)?;
+        let table = NatTable::read(f.save)?;
         for rule in wanted_rules(f, &chain, &c, &fam_ips) {
             if !table.rules.contains(&rule) {
                 return Err(format!("masquerade rule missing: {rule}"));
@@ -194,7 +165,7 @@ pub fn iptables_teardown(network: &str, container_id: &str) -> Result<(), String
 }
 
 fn remove_chains(f: &Family, chains: &HashSet<String>) -> Result<(), String> {
-    let table = read_nat(f)?;
+    let table = NatTable::read(f.save)?;
     let mut body = String::new();
     for rule in &table.rules {
         let Some(spec) = rule.strip_prefix("-A POSTROUTING ") else {
@@ -212,7 +183,7 @@ fn remove_chains(f: &Family, chains: &HashSet<String>) -> Result<(), String> {
     if body.is_empty() {
         return Ok(());
     }
-    restore(f, &body)
+    restore_nat(f.restore, &body)
 }
 
 /// GC: removes the chains of this network whose container is not valid.
@@ -229,7 +200,7 @@ pub fn iptables_gc(network: &str, valid_ids: &HashSet<String>) -> Result<(), Str
         if crate::tools::find(f.save).is_none() {
             continue;
         }
-        let table = match read_nat(f) {
+        let table = match NatTable::read(f.save) {
             Ok(t) => t,
             Err(e) => {
                 errors.push(e);

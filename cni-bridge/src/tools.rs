@@ -81,3 +81,50 @@ mod tests {
         assert_eq!(sha512_hex("brnetctrA", 24), "cf7b292a3456547459e1c807");
     }
 }
+
+/// The nat table as `iptables-save` prints it: chain names and `-A` rule
+/// lines.
+#[derive(Debug, Default)]
+pub struct NatTable {
+    /// Every chain, built-in or not.
+    pub chains: std::collections::HashSet<String>,
+    /// The `-A <chain> ...` lines, in order.
+    pub rules: Vec<String>,
+}
+
+impl NatTable {
+    /// Reads the nat table with `save` (`iptables-save` or `ip6tables-save`).
+    ///
+    /// # Errors
+    /// The tool fails.
+    pub fn read(save: &str) -> Result<NatTable, String> {
+        let text = run(save, &["-t", "nat"], None)?;
+        let mut t = NatTable::default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix(':') {
+                if let Some(name) = rest.split_whitespace().next() {
+                    t.chains.insert(name.to_string());
+                }
+            } else if line.starts_with("-A ") {
+                t.rules.push(line.to_string());
+            }
+        }
+        Ok(t)
+    }
+
+    /// Whether the rule line `rule` is present.
+    pub fn has(&self, rule: &str) -> bool {
+        self.rules.iter().any(|r| r == rule)
+    }
+}
+
+/// Applies `body` (rule and chain lines) to the nat table in one
+/// `restore -w --noflush` transaction (`iptables-restore` or
+/// `ip6tables-restore`).
+///
+/// # Errors
+/// The tool fails; nothing of the transaction is applied then.
+pub fn restore_nat(restore: &str, body: &str) -> Result<(), String> {
+    let input = format!("*nat\n{body}COMMIT\n");
+    run(restore, &["-w", "--noflush"], Some(&input)).map(|_| ())
+}

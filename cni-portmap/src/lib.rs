@@ -14,7 +14,7 @@ pub mod error;
 pub mod iptables;
 pub mod localnet;
 pub mod nftables;
-pub mod tools;
+pub use cni_bridge::tools;
 
 use cni_spec::{CniError, CniResult, Plugin, PluginInfo, Request};
 

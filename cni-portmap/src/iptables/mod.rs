@@ -5,7 +5,7 @@
 pub mod rules;
 
 use crate::config::PortmapConf;
-use crate::tools::{find, run};
+use crate::tools::{find, restore_nat, NatTable};
 use cni_spec::ValidAttachments;
 use ipnetwork::IpNetwork;
 use rules::{Attachment, DNAT_CHAIN, OLD_SNAT_CHAIN};
@@ -37,48 +37,26 @@ fn family(v4: bool) -> &'static Family {
     }
 }
 
-/// Table `nat` as iptables-save prints it.
-struct NatTable {
-    chains: HashSet<String>,
-    rules: Vec<String>,
-}
-
-impl NatTable {
-    fn has(&self, rule: &str) -> bool {
-        self.rules.iter().any(|r| r == rule)
-    }
-
-    /// Rule lines of `chain` jumping to `target`.
-    fn jumps<'a>(&'a self, chain: &'a str, target: &'a str) -> impl Iterator<Item = &'a str> {
-        let prefix = format!("-A {chain} ");
-        self.rules
-            .iter()
-            .filter(move |r| r.starts_with(&prefix) && rules::jump_target(r) == Some(target))
-            .map(String::as_str)
-    }
+/// Rule lines of `chain` jumping to `target`.
+fn jumps<'a>(
+    table: &'a NatTable,
+    chain: &'a str,
+    target: &'a str,
+) -> impl Iterator<Item = &'a str> {
+    let prefix = format!("-A {chain} ");
+    table
+        .rules
+        .iter()
+        .filter(move |r| r.starts_with(&prefix) && rules::jump_target(r) == Some(target))
+        .map(String::as_str)
 }
 
 fn read_nat(f: &Family) -> Result<NatTable, String> {
-    let text = run(f.save, &["-t", "nat"], None)?;
-    let mut t = NatTable {
-        chains: HashSet::new(),
-        rules: Vec::new(),
-    };
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix(':') {
-            if let Some(name) = rest.split_whitespace().next() {
-                t.chains.insert(name.to_string());
-            }
-        } else if line.starts_with("-A ") {
-            t.rules.push(line.to_string());
-        }
-    }
-    Ok(t)
+    NatTable::read(f.save)
 }
 
 fn restore(f: &Family, body: &str) -> Result<(), String> {
-    let input = format!("*nat\n{body}COMMIT\n");
-    run(f.restore, &["-w", "--noflush"], Some(&input)).map(|_| ())
+    restore_nat(f.restore, body)
 }
 
 /// A restore script: chain creations go first. Chains are created with
@@ -167,7 +145,7 @@ pub fn setup(conf: &PortmapConf, container_id: &str, container: IpNetwork) -> Re
             }
         }
         if table.chains.contains(&a.chain) {
-            for old in table.jumps(DNAT_CHAIN, &a.chain) {
+            for old in jumps(table, DNAT_CHAIN, &a.chain) {
                 s.delete(old);
             }
             s.line(&format!("-F {}", a.chain));
@@ -202,7 +180,7 @@ pub fn check(conf: &PortmapConf, container_id: &str, container: IpNetwork) -> Re
         return Err(m);
     }
     if a.conditioned {
-        let n = table.jumps(DNAT_CHAIN, &a.chain).count();
+        let n = jumps(&table, DNAT_CHAIN, &a.chain).count();
         if n < a.entries.len() {
             return Err(format!(
                 "{DNAT_CHAIN} has {n} of {} rules jumping to {}",
@@ -219,7 +197,7 @@ pub fn check(conf: &PortmapConf, container_id: &str, container: IpNetwork) -> Re
 /// Appends to `s` the removal of `chain` and of `entry`'s rules jumping
 /// to it.
 fn remove_chain(s: &mut Script, table: &NatTable, entry: &str, chain: &str) {
-    for j in table.jumps(entry, chain) {
+    for j in jumps(table, entry, chain) {
         s.delete(j);
     }
     if table.chains.contains(chain) {
