@@ -45,6 +45,7 @@ const TEST_PROGRAMS: &[&str] = &[
     "ctr",
     "runc",
     "gcc",
+    "cc",
     "/bin/busybox",
     "nix-instantiate",
     "protoc",
