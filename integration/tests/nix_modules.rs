@@ -83,7 +83,7 @@ fn must(out: Output, what: &str) -> String {
 /// Every `.nix` file of the repository (tracked, or new and not ignored).
 fn nix_files() -> Vec<String> {
     let out = run(
-        Path::new("git"),
+        Path::new("/usr/bin/git"),
         &[
             "ls-files",
             "--cached",

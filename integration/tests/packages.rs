@@ -46,6 +46,7 @@ const TEST_PROGRAMS: &[&str] = &[
     "runc",
     "gcc",
     "cc",
+    "/usr/bin/git",
     "/bin/busybox",
     "nix-instantiate",
     "protoc",

@@ -8,6 +8,7 @@ use crate::config::PortmapConf;
 use crate::tools::{find, restore_nat, NatTable};
 use cni_spec::ValidAttachments;
 use ipnetwork::IpNetwork;
+use nix::fcntl::{Flock, FlockArg};
 use rules::{Attachment, DNAT_CHAIN, OLD_SNAT_CHAIN};
 use std::collections::HashSet;
 
@@ -77,7 +78,34 @@ const ATTEMPTS: u32 = 5;
 /// Reads the table, builds a script from it and applies it; on failure
 /// reads again and retries, up to [`ATTEMPTS`] times. An empty script is
 /// success without a write.
+/// Serialises our read-modify-write of one family's nat table across
+/// plugin processes: `iptables-restore -w` locks only its own commit, so
+/// two ADDs could both find a shared jump rule missing and both append it
+/// (seen as a doubled `PREROUTING` jump under concurrent ADDs). Released
+/// when the returned value is dropped.
+fn lock(f: &Family) -> Result<Flock<std::fs::File>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/run/k8s-shims-portmap.{}.lock", f.save);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&path)
+        .map_err(|e| format!("open {path}: {e}"))?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusive) {
+            Ok(l) => return Ok(l),
+            Err((f, nix::errno::Errno::EINTR)) => file = f,
+            Err((_, e)) => return Err(format!("flock {path}: {e}")),
+        }
+    }
+}
+
 fn apply(f: &Family, build: impl Fn(&NatTable) -> Script) -> Result<(), String> {
+    let _lock = lock(f)?;
     let mut attempt = 1;
     loop {
         let table = read_nat(f)?;
