@@ -2,9 +2,9 @@
 //! and on stdin (see the README); `--help` and `--version` are for people.
 
 fn main() -> std::process::ExitCode {
-    cni_spec::skel::main(
+    std::process::ExitCode::from(cni_spec::skel::main(
         &cni_host_local::HostLocal,
         &cni_host_local::INFO,
         cni_host_local::HELP,
-    )
+    ))
 }

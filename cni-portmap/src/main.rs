@@ -2,5 +2,9 @@
 //! and on stdin (see the README); `--help` and `--version` are for people.
 
 fn main() -> std::process::ExitCode {
-    cni_spec::skel::main(&cni_portmap::Portmap, &cni_portmap::INFO, cni_portmap::HELP)
+    std::process::ExitCode::from(cni_spec::skel::main(
+        &cni_portmap::Portmap,
+        &cni_portmap::INFO,
+        cni_portmap::HELP,
+    ))
 }

@@ -16,7 +16,6 @@ use crate::version::{parse_triple, Version, SUPPORTED};
 use serde_json::{Map, Value};
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// What a plugin says about itself.
 #[derive(Debug, Clone, Copy)]
@@ -340,8 +339,8 @@ fn dispatch_inner<P: Plugin>(
 }
 
 /// A plugin binary's `main`: `--help` and `--version` for people, otherwise
-/// [`run`].
-pub fn main<P: Plugin>(plugin: &P, info: &PluginInfo, help: &str) -> ExitCode {
+/// [`run`]. Returns the exit status (stdout is flushed).
+pub fn main<P: Plugin>(plugin: &P, info: &PluginInfo, help: &str) -> u8 {
     if let Some(arg) = std::env::args().nth(1) {
         let text = match arg.as_str() {
             "--version" | "-V" => format!("{} (k8s-shims) {}\n", info.name, info.version),
@@ -352,11 +351,14 @@ pub fn main<P: Plugin>(plugin: &P, info: &PluginInfo, help: &str) -> ExitCode {
                     "{}: unexpected argument {other:?}; see --help",
                     info.name
                 );
-                return ExitCode::from(2);
+                return 2;
             }
         };
-        let _ = std::io::stdout().write_all(text.as_bytes());
-        return ExitCode::SUCCESS;
+        let mut out = std::io::stdout().lock();
+        return match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        };
     }
     run(plugin, info)
 }
@@ -364,7 +366,7 @@ pub fn main<P: Plugin>(plugin: &P, info: &PluginInfo, help: &str) -> ExitCode {
 /// Runs a plugin as a process: reads the real environment and stdin, writes
 /// the reply, and returns the exit status. A panic still prints a code-999
 /// reply, so a runtime never sees empty stdout from a failed plugin.
-pub fn run<P: Plugin>(plugin: &P, info: &PluginInfo) -> ExitCode {
+pub fn run<P: Plugin>(plugin: &P, info: &PluginInfo) -> u8 {
     std::panic::set_hook(Box::new(|p| {
         let e = CniError::new(ErrorCode::INTERNAL, "plugin panicked").with_details(p.to_string());
         let mut out = std::io::stdout().lock();
@@ -381,9 +383,9 @@ pub fn run<P: Plugin>(plugin: &P, info: &PluginInfo) -> ExitCode {
         .and_then(|()| out.flush())
         .is_err()
     {
-        return ExitCode::from(1);
+        return 1;
     }
-    ExitCode::from(reply.exit_code)
+    reply.exit_code
 }
 
 #[cfg(test)]

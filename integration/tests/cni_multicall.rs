@@ -149,3 +149,23 @@ fn run_under_another_name_it_explains_itself() {
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).starts_with("k8s-shims-cni:"));
 }
+
+/// The executable skips Rust's runtime set-up (`no_main`) but still ignores
+/// SIGPIPE itself: runtimes start plugins with SIGPIPE at its default, and a
+/// runtime that stops reading must see an exit status, not a death by signal.
+#[test]
+fn a_closed_stdout_is_an_exit_status_not_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("host-local");
+    std::os::unix::fs::symlink(ours_dir().join("k8s-shims-cni"), &link).unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = Command::new(&link)
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{status:?}");
+}
