@@ -436,8 +436,17 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    // `serve` runs on one thread: a call's client stream and its upstream
-    // stream then live on the same thread, with no cross-thread wake-ups.
+    // SIGTERM and SIGINT stop serve, wait and seed cleanly; a parent that
+    // blocked them (the mask is inherited across exec) must not make us
+    // unstoppable. Done before any thread exists, so every thread inherits it.
+    let mut stop = nix::sys::signal::SigSet::empty();
+    stop.add(nix::sys::signal::Signal::SIGTERM);
+    stop.add(nix::sys::signal::Signal::SIGINT);
+    if let Err(e) = stop.thread_unblock() {
+        tracing::warn!(error = %e, "cannot unblock SIGTERM and SIGINT");
+    }
+    // `serve`'s async side (accepting, connecting, h2 mode) runs on one
+    // thread; splice mode copies on threads of its own (see serve::splice).
     let mut builder = if matches!(cli.command, Cmd::Serve { .. }) {
         tokio::runtime::Builder::new_current_thread()
     } else {

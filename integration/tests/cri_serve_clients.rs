@@ -279,3 +279,31 @@ fn an_upstream_that_is_no_socket_is_refused_at_start() {
         assert!(!listen.exists(), "the socket was created");
     }
 }
+
+/// A parent that blocks SIGTERM (the mask survives exec; a benchmark of ours
+/// did) must not make serve unstoppable: serve unblocks it at start.
+#[test]
+fn sigterm_stops_serve_even_when_the_parent_blocked_it() {
+    use nix::sys::signal::{SigSet, Signal};
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = dir.path().join("runtime.sock");
+    let _runtime = std::os::unix::net::UnixListener::bind(&upstream).unwrap();
+    let mut term = SigSet::empty();
+    term.add(Signal::SIGTERM);
+    // Blocked in this thread only, while serve is spawned from it.
+    let mut proxy = std::thread::scope(|s| {
+        s.spawn(|| {
+            term.thread_block().unwrap();
+            Serve::start(&dir.path().join("blocked.sock"), &upstream, &[])
+        })
+        .join()
+        .unwrap()
+    });
+    proxy.signal(Signal::SIGTERM);
+    let status = proxy.wait_exit(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "serve did not stop on SIGTERM: {status:?}\n{}",
+        proxy.log_text()
+    );
+}
