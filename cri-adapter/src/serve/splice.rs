@@ -288,6 +288,7 @@ fn blocking(s: UnixStream) -> io::Result<StdStream> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
