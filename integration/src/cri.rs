@@ -236,7 +236,7 @@ pub fn subdir(dir: &Path, name: &str) -> PathBuf {
 /// Links our `bridge`, `host-local`, `loopback` and `portmap` into a
 /// runtime's CNI bin dir.
 pub fn link_our_plugins(cni_bin_dir: &Path) {
-    for name in ["bridge", "host-local", "loopback", "portmap"] {
+    for name in CHAIN_PLUGINS {
         let target = ours_dir().join(name);
         assert!(
             target.is_file(),
@@ -244,6 +244,23 @@ pub fn link_our_plugins(cni_bin_dir: &Path) {
             target.display()
         );
         symlink(&target, cni_bin_dir.join(name)).expect("symlink plugin");
+    }
+}
+
+/// The plugin names a node's CNI bin dir holds for our chain.
+pub const CHAIN_PLUGINS: [&str; 4] = ["bridge", "host-local", "loopback", "portmap"];
+
+/// Links every name of [`CHAIN_PLUGINS`] in `cni_bin_dir` to the multi-call
+/// executable `exe` (`k8s-shims-cni`), as `scripts/build-plugins` lays out a
+/// node's bin dir.
+pub fn link_multicall(cni_bin_dir: &Path, exe: &Path) {
+    assert!(
+        exe.is_file(),
+        "multi-call executable {} missing (cargo build --workspace --bins, or scripts/build-plugins)",
+        exe.display()
+    );
+    for name in CHAIN_PLUGINS {
+        symlink(exe, cni_bin_dir.join(name)).expect("symlink plugin");
     }
 }
 
