@@ -15,10 +15,11 @@
 //! and removed through CRI, containerd and its shims are killed, the
 //! namespace and the temporary directory removed.
 //!
-//! The CNI bin dir holds symlinks to our `bridge` and `host-local`
-//! (`CNI_BIN_DIR`, default `target/debug`) plus the reference `loopback`
-//! (`REF_CNI_DIR`, default `/usr/lib/cni`): containerd 1.6 always adds a
-//! loopback network of its own, which this project does not implement.
+//! The CNI bin dir holds symlinks to our `bridge`, `host-local`, `loopback`
+//! and `portmap` (`CNI_BIN_DIR`, default `target/debug`; containerd 1.6
+//! always adds a loopback network of its own), unless [`Installed`] names
+//! another bin dir (an installed package's, the multi-call executable's,
+//! the reference's).
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::symlink;
@@ -270,7 +271,7 @@ pub fn link_multicall(cni_bin_dir: &Path, exe: &Path) {
 pub struct Installed {
     /// The `cri-adapter` that renders the config.
     pub adapter: Option<PathBuf>,
-    /// The CNI bin dir (bridge, host-local, loopback) as it is.
+    /// The CNI bin dir (bridge, host-local, loopback, portmap) as it is.
     pub cni_bin_dir: Option<PathBuf>,
 }
 
