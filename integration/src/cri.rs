@@ -15,10 +15,11 @@
 //! and removed through CRI, containerd and its shims are killed, the
 //! namespace and the temporary directory removed.
 //!
-//! The CNI bin dir holds symlinks to our `bridge` and `host-local`
-//! (`CNI_BIN_DIR`, default `target/debug`) plus the reference `loopback`
-//! (`REF_CNI_DIR`, default `/usr/lib/cni`): containerd 1.6 always adds a
-//! loopback network of its own, which this project does not implement.
+//! The CNI bin dir holds symlinks to our `bridge`, `host-local`, `loopback`
+//! and `portmap` (`CNI_BIN_DIR`, default `target/debug`; containerd 1.6
+//! always adds a loopback network of its own), unless [`Installed`] names
+//! another bin dir (an installed package's, the multi-call executable's,
+//! the reference's).
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::symlink;
@@ -236,7 +237,7 @@ pub fn subdir(dir: &Path, name: &str) -> PathBuf {
 /// Links our `bridge`, `host-local`, `loopback` and `portmap` into a
 /// runtime's CNI bin dir.
 pub fn link_our_plugins(cni_bin_dir: &Path) {
-    for name in ["bridge", "host-local", "loopback", "portmap"] {
+    for name in CHAIN_PLUGINS {
         let target = ours_dir().join(name);
         assert!(
             target.is_file(),
@@ -247,13 +248,30 @@ pub fn link_our_plugins(cni_bin_dir: &Path) {
     }
 }
 
+/// The plugin names a node's CNI bin dir holds for our chain.
+pub const CHAIN_PLUGINS: [&str; 4] = ["bridge", "host-local", "loopback", "portmap"];
+
+/// Links every name of [`CHAIN_PLUGINS`] in `cni_bin_dir` to the multi-call
+/// executable `exe` (`k8s-shims-cni`), as `scripts/build-plugins` lays out a
+/// node's bin dir.
+pub fn link_multicall(cni_bin_dir: &Path, exe: &Path) {
+    assert!(
+        exe.is_file(),
+        "multi-call executable {} missing (cargo build --workspace --bins, or scripts/build-plugins)",
+        exe.display()
+    );
+    for name in CHAIN_PLUGINS {
+        symlink(exe, cni_bin_dir.join(name)).expect("symlink plugin");
+    }
+}
+
 /// What [`Containerd::start_with`] takes from an installation instead of
 /// the workspace's build.
 #[derive(Debug, Default, Clone)]
 pub struct Installed {
     /// The `cri-adapter` that renders the config.
     pub adapter: Option<PathBuf>,
-    /// The CNI bin dir (bridge, host-local, loopback) as it is.
+    /// The CNI bin dir (bridge, host-local, loopback, portmap) as it is.
     pub cni_bin_dir: Option<PathBuf>,
 }
 

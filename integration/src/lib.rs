@@ -16,6 +16,7 @@ pub mod archives;
 pub mod bridge_state;
 pub mod cri;
 pub mod crio;
+pub mod critest;
 pub mod h2raw;
 pub mod initramfs;
 pub mod netns;

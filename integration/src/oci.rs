@@ -5,12 +5,17 @@
 //! Every image has one uncompressed layer whose entries carry uid/gid 0 and
 //! mtime 0, hard links preserved, so the same inputs give the same bytes.
 //!
-//! The two images the CRI tests need:
+//! The images the CRI tests need:
 //! * [`pause_image`] — `registry.k8s.io/pause:3.6`, entrypoint `["/pause"]`,
 //!   our own `integration/assets/pause.c` built with `gcc -static -Os -s`;
 //! * [`busybox_image`] — `registry.k8s.io/e2e-test-images/busybox:1.29-2`,
 //!   Debian's static `/bin/busybox` with a hard link per applet,
-//!   `/etc/passwd`, `/etc/group`, `/tmp` (1777), command `["sh"]`.
+//!   `/etc/passwd`, `/etc/group`, `/tmp` (1777), command `["sh"]`;
+//!
+//! and a stand-in critest's networking specs run as their web server:
+//! * [`nginx_image`] — `registry.k8s.io/e2e-test-images/nginx:1.14-2`, the
+//!   busybox files plus a page, busybox `httpd` on port 80 (renamed to
+//!   [`HTTPD_NAME`] for critest's multi-container specs).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,6 +31,10 @@ use crate::PATH;
 pub const PAUSE_NAME: &str = "registry.k8s.io/pause:3.6";
 /// critest's default test image name.
 pub const BUSYBOX_NAME: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
+/// critest's web server image (its networking specs' `webServerImage`).
+pub const NGINX_NAME: &str = "registry.k8s.io/e2e-test-images/nginx:1.14-2";
+/// critest's httpd image (its multi-container specs' web server).
+pub const HTTPD_NAME: &str = "registry.k8s.io/e2e-test-images/httpd:2.4.39-4";
 
 const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -350,7 +359,8 @@ pub fn busybox_applets() -> Vec<String> {
         .collect()
 }
 
-fn busybox_layer() -> Vec<u8> {
+/// The entries of the busybox image's layer.
+fn busybox_entries() -> Vec<Entry> {
     let bin = std::fs::read("/bin/busybox")
         .unwrap_or_else(|e| panic!("read /bin/busybox (install busybox-static): {e}"));
     let mut entries = vec![
@@ -397,7 +407,11 @@ fn busybox_layer() -> Vec<u8> {
             mode: 0o1777,
         },
     ]);
-    layer_tar(&entries)
+    entries
+}
+
+fn busybox_layer() -> Vec<u8> {
+    layer_tar(&busybox_entries())
 }
 
 /// `registry.k8s.io/e2e-test-images/busybox:1.29-2` from `/bin/busybox`.
@@ -409,6 +423,42 @@ pub fn busybox_image() -> ImageDef {
         cmd: vec!["sh".into()],
         env: vec![ENV_PATH.into()],
         layer: LAYER.get_or_init(busybox_layer).clone(),
+        diff_id_override: None,
+    }
+}
+
+/// The page [`nginx_image`] serves at `/`.
+pub const NGINX_PAGE: &str = "<html><body>k8s-shims web server stand-in</body></html>\n";
+
+/// A stand-in for critest's web server image
+/// [`NGINX_NAME`]: the busybox image's files plus `/var/www/index.html`
+/// ([`NGINX_PAGE`]), entrypoint busybox `httpd -f -p 80 -h /var/www`
+/// (answers `GET /` with 200, as nginx does; nothing else of nginx).
+pub fn nginx_image() -> ImageDef {
+    static LAYER: OnceLock<Vec<u8>> = OnceLock::new();
+    let layer = LAYER.get_or_init(|| {
+        let mut entries = busybox_entries();
+        for dir in ["var", "var/www"] {
+            entries.push(Entry::Dir {
+                path: dir.into(),
+                mode: 0o755,
+            });
+        }
+        entries.push(Entry::File {
+            path: "var/www/index.html".into(),
+            data: NGINX_PAGE.as_bytes().to_vec(),
+            mode: 0o644,
+        });
+        layer_tar(&entries)
+    });
+    ImageDef {
+        name: NGINX_NAME.into(),
+        entrypoint: ["httpd", "-f", "-p", "80", "-h", "/var/www"]
+            .map(String::from)
+            .to_vec(),
+        cmd: Vec::new(),
+        env: vec![ENV_PATH.into()],
+        layer: layer.clone(),
         diff_id_override: None,
     }
 }
