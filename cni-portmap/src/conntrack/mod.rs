@@ -119,7 +119,7 @@ pub fn delete_udp_to_ports(v4: bool, ports: &[u16]) -> Result<Flushed, Conntrack
                         }
                     }
                 }
-                wire::Reply::Done(0) => return Ok(done),
+                wire::Reply::Done(0) | wire::Reply::Ack(0) => return Ok(done),
                 wire::Reply::Done(errno) | wire::Reply::Ack(errno) => {
                     return Err(ConntrackError::Kernel {
                         op: if v4 {
@@ -194,5 +194,23 @@ impl Ctnetlink {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PortMapping;
+
+    #[test]
+    fn without_udp_mappings_there_is_nothing_to_flush() {
+        let tcp = PortMapping {
+            host_port: 8080,
+            container_port: 80,
+            protocol: Protocol::Tcp,
+            host_ip: None,
+        };
+        assert!(flush_udp(&[tcp], true).is_empty());
+        assert!(flush_udp(&[], false).is_empty());
     }
 }
