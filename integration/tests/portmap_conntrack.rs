@@ -2,9 +2,10 @@
 //! checked with the `conntrack -L` tool, in namespaces the test creates
 //! (conntrack tables are per network namespace): a client sends UDP from
 //! many source ports to the node's mapped host port, to an unrelated port,
-//! in both families; ADD must delete exactly the mapped port's entries of
-//! the pod's families, keep the rest, and leave the same table as the
-//! reference v1.1.1 given the same traffic.
+//! in both families (and `conntrack -I` adds a TCP entry to the port and a
+//! UDP one in another conntrack zone); ADD must delete exactly the mapped
+//! port's UDP entries of the pod's families, keep the rest, and leave the
+//! same table as the reference v1.1.1 given the same traffic.
 //!
 //! Run: `cargo build -p cni-portmap && cargo test -p integration --test portmap_conntrack`
 
@@ -42,8 +43,27 @@ fn traffic(u: &Uplinked, count: u16) {
     }
 }
 
-/// A TCP entry to the mapped host port (TCP is never flushed).
-fn tcp_entry(node: &Netns) {
+/// Entries made with `conntrack -I`: a TCP one to the mapped host port (TCP is never
+/// flushed) and a UDP one to it in conntrack zone 7 (flushed: deleted in its zone).
+fn inserted_entries(node: &Netns) {
+    node.sh(&[
+        "conntrack",
+        "-I",
+        "-p",
+        "udp",
+        "-s",
+        CLIENT4,
+        "-d",
+        NODE4,
+        "--sport",
+        "41001",
+        "--dport",
+        &MAPPED.to_string(),
+        "-t",
+        "600",
+        "--zone",
+        "7",
+    ]);
     node.sh(&[
         "conntrack",
         "-I",
@@ -104,10 +124,14 @@ fn add_deletes_only_the_mapped_udp_ports_entries_of_the_pods_families() {
     const N: u16 = 1500;
     let u = Uplinked::new("ct");
     traffic(&u, N);
-    tcp_entry(&u.node);
+    inserted_entries(&u.node);
     let before4 = conntrack_entries(&u.node, false);
     let before6 = conntrack_entries(&u.node, true);
     assert_eq!(count_to(&before4, "tcp", MAPPED), 1);
+    assert!(
+        before4.iter().any(|e| e.contains("zone=7")),
+        "no zoned entry: {before4:#?}"
+    );
 
     // An IPv4 pod: the IPv4 entries to the mapped port go, nothing else.
     let pm = Portmap::ours();
@@ -168,7 +192,7 @@ fn reference_and_ours_leave_the_same_conntrack_state() {
     for pm in [Portmap::reference(), Portmap::ours()] {
         let u = Uplinked::new(if pm.label == "ours" { "cto" } else { "ctr" });
         traffic(&u, N);
-        tcp_entry(&u.node);
+        inserted_entries(&u.node);
         let before = [
             conntrack_entries(&u.node, false),
             conntrack_entries(&u.node, true),
