@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::netns::{no_output, run_with_timeout, Netns};
+use crate::netns::{no_output, run_with_timeout, veth_between, Netns};
 use crate::{ours_dir, ref_dir, Output, EXEC_TIMEOUT, PATH};
 
 /// Network name used by the portmap tests.
@@ -199,4 +199,146 @@ pub fn eventually(within: Duration, mut probe: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The node's uplink address (IPv4) in [`Uplinked`].
+pub const NODE4: &str = "192.168.77.1";
+/// The client's address (IPv4) in [`Uplinked`].
+pub const CLIENT4: &str = "192.168.77.2";
+/// The node's uplink address (IPv6) in [`Uplinked`].
+pub const NODE6: &str = "fd77::1";
+/// The client's address (IPv6) in [`Uplinked`].
+pub const CLIENT6: &str = "fd77::2";
+
+/// A fake node and a client namespace linked by a veth (`up0` – `down0`,
+/// [`NODE4`]/[`NODE6`] – [`CLIENT4`]/[`CLIENT6`]), with connection tracking
+/// on in the node: a stateful `INPUT` rule per family, as a real node has
+/// (kube-proxy, a firewall), and unreplied UDP entries kept 10 minutes so
+/// that a slow run cannot see them expire.
+#[derive(Debug)]
+pub struct Uplinked {
+    /// The node (where portmap runs).
+    pub node: Netns,
+    /// The client.
+    pub client: Netns,
+}
+
+impl Uplinked {
+    /// Creates both namespaces.
+    pub fn new(tag: &str) -> Uplinked {
+        let node = Netns::new(&format!("{tag}n"));
+        let client = Netns::new(&format!("{tag}c"));
+        veth_between(
+            &node,
+            "up0",
+            Some(&format!("{NODE4}/24")),
+            &client,
+            "down0",
+            Some(&format!("{CLIENT4}/24")),
+        );
+        node.ip(&["addr", "add", &format!("{NODE6}/64"), "dev", "up0", "nodad"]);
+        client.ip(&[
+            "addr",
+            "add",
+            &format!("{CLIENT6}/64"),
+            "dev",
+            "down0",
+            "nodad",
+        ]);
+        for tool in ["iptables", "ip6tables"] {
+            node.sh(&[
+                tool,
+                "-w",
+                "-A",
+                "INPUT",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-j",
+                "ACCEPT",
+            ]);
+        }
+        node.sh(&[
+            "sh",
+            "-c",
+            "echo 600 > /proc/sys/net/netfilter/nf_conntrack_udp_timeout",
+        ]);
+        Uplinked { node, client }
+    }
+
+    /// The node's address of one family.
+    pub fn node_addr(v6: bool) -> &'static str {
+        if v6 {
+            NODE6
+        } else {
+            NODE4
+        }
+    }
+
+    /// Sends one UDP datagram from each of `count` client ports, starting
+    /// at `first_sport`, to the node's `port` (nothing listens: each leaves
+    /// an unreplied entry in the node's table), and checks that the node
+    /// now tracks exactly `count` flows from those ports.
+    #[track_caller]
+    pub fn spray(&self, echo: &str, v6: bool, port: u16, first_sport: u16, count: u16) {
+        // Neighbour discovery first, so that no datagram waits for it.
+        let addr = Self::node_addr(v6);
+        self.client.sh(&["ping", "-c", "1", "-W", "5", addr]);
+        let (p, f, c) = (port.to_string(), first_sport.to_string(), count.to_string());
+        self.client.sh(&[echo, "spray", addr, &p, &f, &c]);
+        let last = u32::from(first_sport) + u32::from(count);
+        let mut seen = 0;
+        eventually(Duration::from_secs(10), || {
+            seen = conntrack_entries(&self.node, v6)
+                .iter()
+                .filter(|e| {
+                    e.starts_with("udp ")
+                        && orig_field(e, "dport") == Some(p.as_str())
+                        && orig_field(e, "sport")
+                            .and_then(|s| s.parse::<u32>().ok())
+                            .is_some_and(|s| s >= u32::from(first_sport) && s < last)
+                })
+                .count();
+            seen == usize::from(count)
+        });
+        assert_eq!(
+            seen,
+            usize::from(count),
+            "[{}] conntrack entries of the UDP flows to {addr} port {port}",
+            self.node.name()
+        );
+    }
+}
+
+/// The conntrack table of one family in `ns` (`conntrack -L`), one line
+/// per entry without what differs from run to run (the timeout, `use=`,
+/// ICMP `id=`), sorted:
+/// e.g. `udp 17 src=192.168.77.2 dst=192.168.77.1 sport=40000 dport=5353
+/// [UNREPLIED] src=… mark=0`.
+pub fn conntrack_entries(ns: &Netns, v6: bool) -> Vec<String> {
+    let family = if v6 { "ipv6" } else { "ipv4" };
+    let out = ns.sh(&["conntrack", "-L", "-f", family]);
+    let mut v: Vec<String> = out
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.split_whitespace()
+                .enumerate()
+                .filter(|(i, t)| *i != 2 && !t.starts_with("use=") && !t.starts_with("id="))
+                .map(|(_, t)| t)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The first (original direction) `key=value` of a [`conntrack_entries`]
+/// line.
+pub fn orig_field<'a>(entry: &'a str, key: &str) -> Option<&'a str> {
+    entry
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
 }

@@ -6,6 +6,10 @@
 //!                               # "TAG tcp|udp from PEER-IP" to each client
 //! pm-echo ask tcp|udp ADDR PORT [SPORT]
 //!                               # prints the reply; exit 1 without one (2 s)
+//! pm-echo spray ADDR PORT FIRST-SPORT COUNT
+//!                               # one UDP datagram from each of COUNT source
+//!                               # ports, no reply awaited (one conntrack
+//!                               # entry each at the receiver)
 //! ```
 #![allow(clippy::print_stdout)]
 
@@ -77,6 +81,21 @@ fn ask(proto: &str, addr: &str, port: u16, sport: u16) -> Result<String, String>
     Ok(reply)
 }
 
+fn spray(addr: &str, port: u16, first: u16, count: u16) -> Result<String, String> {
+    let ip: IpAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let any: IpAddr = if ip.is_ipv4() { "0.0.0.0" } else { "::" }
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    for i in 0..count {
+        let sport = first.checked_add(i).ok_or("source ports beyond 65535")?;
+        let s = UdpSocket::bind(SocketAddr::new(any, sport))
+            .map_err(|e| format!("bind port {sport}: {e}"))?;
+        s.send_to(b"ping", SocketAddr::new(ip, port))
+            .map_err(|e| format!("send from port {sport}: {e}"))?;
+    }
+    Ok(String::new())
+}
+
 fn port(s: Option<&String>) -> Result<u16, String> {
     s.ok_or("missing port")?
         .parse()
@@ -101,7 +120,19 @@ fn main() -> ExitCode {
                 sport,
             )
         })(),
-        _ => Err("usage: pm-echo serve PORT TAG | pm-echo ask tcp|udp ADDR PORT [SPORT]".into()),
+        Some("spray") => (|| {
+            spray(
+                args.get(1).map_or("", String::as_str),
+                port(args.get(2))?,
+                port(args.get(3))?,
+                port(args.get(4))?,
+            )
+        })(),
+        _ => Err(
+            "usage: pm-echo serve PORT TAG | pm-echo ask tcp|udp ADDR PORT [SPORT] \
+                  | pm-echo spray ADDR PORT FIRST-SPORT COUNT"
+                .into(),
+        ),
     };
     match r {
         Ok(text) => {

@@ -197,6 +197,21 @@ pub(crate) fn serve_request(line: &str) -> Res<serde_json::Value> {
     let v: serde_json::Value =
         serde_json::from_str(line).map_err(|e| format!("bad request ({e}): {line}"))?;
     let batch = match v.get("chains") {
+        // The portmap floor's conntrack step: one dump of a family's table, in this process.
+        None if v.get("ctdump").is_some() => {
+            let start = Instant::now();
+            let family = v.get("ctdump").and_then(|f| f.as_u64()).unwrap_or(0);
+            let n = crate::portmap::ct_dump(u8::try_from(family).unwrap_or(0))?;
+            Batch {
+                wall: start.elapsed(),
+                outs: vec![Outcome {
+                    ok: true,
+                    stdout: n.to_string().into_bytes(),
+                    stderr: Vec::new(),
+                    status: "dumped".into(),
+                }],
+            }
+        }
         Some(chains) => {
             let chains: Vec<Vec<Vec<String>>> = serde_json::from_value(chains.clone())
                 .map_err(|e| format!("bad chains ({e}): {line}"))?;
@@ -306,6 +321,18 @@ impl Worker {
     /// Has the worker run `chains` (see `run_chains`); one outcome per chain.
     pub(crate) fn run_chains(&mut self, chains: &[Vec<Vec<String>>]) -> Res<Batch> {
         self.request(&serde_json::json!({ "chains": chains }), chains.len())
+    }
+
+    /// Has the worker dump the conntrack table of `family` once (ctnetlink, in its own
+    /// process); the time it took and the number of entries.
+    pub(crate) fn ct_dump(&mut self, family: u8) -> Res<(Duration, usize)> {
+        let b = self.request(&serde_json::json!({ "ctdump": family }), 1)?;
+        let n = b
+            .outs
+            .first()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).parse().ok())
+            .unwrap_or(0);
+        Ok((b.wall, n))
     }
 
     /// Sends one request and reads its answer, which must hold `n` outcomes.

@@ -5,14 +5,17 @@
 //!     [--ours DIR] [--ref DIR] [--iterations N] [--full-iterations M]
 //! cargo run --release -p integration --bin cni-bench -- bridge \
 //!     [--ours DIR] [--ref DIR] [--iterations N] [--masq-iterations M]
+//! cargo run --release -p integration --bin cni-bench -- portmap \
+//!     [--ours DIR] [--ref DIR] [--iterations N] [--conntrack-entries E]
 //! cargo run --release -p integration --bin cni-bench -- cri \
 //!     [--ours DIR] [--iterations N] [--images N] [--clients C] [--seconds S]
 //! ```
 //!
 //! The `bridge` subcommand (root only; everything in throwaway network namespaces) is described
-//! in bridge.rs, and the `cri` subcommand (root only: `cri-adapter serve` in front of a
+//! in bridge.rs, the `portmap` subcommand (root only; in throwaway network namespaces) in
+//! portmap.rs, and the `cri` subcommand (root only: `cri-adapter serve` in front of a
 //! containerd it starts, against containerd directly) in cri.rs. Modules: one per subcommand
-//! (host_local, bridge, cri, and the internal bridge_worker and rss_probe), report (timing,
+//! (host_local, bridge, portmap, cri, and the internal bridge_worker and rss_probe), report (timing,
 //! statistics, the table and the targets line), plugin (driving a plugin) and netns.
 //!
 //! `--ours` defaults to `<workspace>/target/release`, `--ref` to `/usr/lib/cni` (Debian's
@@ -32,7 +35,9 @@
 //! ours ÷ floor and reference ÷ floor (ADD, DEL and the pair separately; medians of rounds):
 //! host-local, a static no-op exec'd the same way; bridge, the same kernel work through
 //! cni-bridge's netlink code (its example bridge-floor; `ip -batch` without it) with as many
-//! process starts; cri, containerd's socket direct.
+//! process starts; portmap, the static no-op and one `iptables-restore --noflush` of the same
+//! rules per command (and an in-process conntrack dump for a UDP ADD); cri, containerd's
+//! socket direct.
 //!
 //! The tool is a report, not a test: it exits 0 when targets are missed, but non-zero when any
 //! plugin call failed or a result was wrong.
@@ -44,6 +49,7 @@ mod cri;
 mod host_local;
 mod netns;
 mod plugin;
+mod portmap;
 mod report;
 mod rss_probe;
 
@@ -58,6 +64,7 @@ fn main() -> ExitCode {
     let result = match sub {
         "host-local" => host_local::host_local(&args[1..]),
         "bridge" => bridge::bridge(&args[1..]),
+        "portmap" => portmap::portmap(&args[1..]),
         "cri" => cri::cri(&args[1..]),
         "seed" => integration::seed_bench::run(&args[1..]),
         "bridge-worker" => bridge_worker::bridge_worker(&args[1..]),
@@ -81,6 +88,7 @@ fn main() -> ExitCode {
 pub(crate) fn usage() -> &'static str {
     "usage: cni-bench host-local [--ours DIR] [--ref DIR] [--iterations N] [--full-iterations M]\n\
      \x20      cni-bench bridge [--ours DIR] [--ref DIR] [--iterations N] [--masq-iterations M]\n\
+     \x20      cni-bench portmap [--ours DIR] [--ref DIR] [--iterations N] [--conntrack-entries E]\n\
      \x20      cni-bench cri [--ours DIR] [--iterations N] [--images N] [--clients C] [--seconds S]\n\
      \x20      cni-bench seed [--size MIB]   (cri-adapter seed against ctr images import; CNI_BIN_DIR holds cri-adapter and the plugins)\n\
      \x20      cni-bench rss-probe PLUGIN CONFIG_FILE [NETNS]   (internal: one ADD, prints children maxrss KiB)\n\
@@ -90,7 +98,9 @@ pub(crate) fn usage() -> &'static str {
      bridge defaults: --ours <workspace>/target/release, --ref /usr/lib/cni, --iterations 100,\n\
      \x20         --masq-iterations iterations/4 (0 skips the ipMasq row); DIR must hold both `bridge`\n\
      \x20         and `host-local`; needs root (network namespaces)\n\
-     host-local and bridge build their floor, a static no-op, once with `cc -static` (gcc,\n\
+     portmap defaults: --ours <workspace>/target/release, --ref /usr/lib/cni, --iterations 100,\n\
+     \x20         --conntrack-entries 1000 (seeded per namespace); needs root, iptables, conntrack\n\
+     host-local, bridge and portmap build their floor, a static no-op, once with `cc -static` (gcc,\n\
      \x20         libc6-dev) into <workspace>/target/cni-bench-floor\n\
      cri defaults: --ours <workspace>/target/release (falls back to it when DIR has no\n\
      \x20         `cri-adapter`), --iterations 2000 (ListImages: a quarter), --images 300,\n\
