@@ -238,9 +238,9 @@ in {
 
     extraPath = mkOption {
       type = types.listOf types.package;
-      default = [pkgs.iptables pkgs.nftables];
-      defaultText = literalExpression "[ pkgs.iptables pkgs.nftables ]";
-      description = "Added to the runtime unit's PATH: the CNI plugins it execs run `iptables-restore` / `nft` (masquerade, spoof check).";
+      default = [pkgs.iptables pkgs.nftables pkgs.conntrack-tools];
+      defaultText = literalExpression "[ pkgs.iptables pkgs.nftables pkgs.conntrack-tools ]";
+      description = "Added to the runtime unit's PATH: the CNI plugins it execs run `iptables-restore` / `nft` (masquerade, spoof check, host ports) and our `portmap` runs `conntrack` (stale UDP entries of a published port).";
     };
 
     runtimeEndpoint = mkOption {

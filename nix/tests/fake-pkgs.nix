@@ -27,6 +27,7 @@ in {
   cni-plugin-flannel = drv "cni-plugin-flannel-1.6.2";
   iptables = drv "iptables-1.8.11";
   nftables = drv "nftables-1.1.1";
+  conntrack-tools = drv "conntrack-tools-1.4.8";
   skopeo = drv "skopeo-1.18.0";
   iproute2 = drv "iproute2-6.13.0";
   util-linux = drv "util-linux-2.41";
@@ -46,6 +47,7 @@ in {
     host-local = drv "k8s-shims-host-local-0.1.0";
     bridge = drv "k8s-shims-bridge-0.1.0";
     loopback = drv "k8s-shims-loopback-0.1.0";
+    portmap = drv "k8s-shims-portmap-0.1.0";
     cri-adapter = drv "k8s-shims-cri-adapter-0.1.0";
   };
   # Keeps the entries, so the tests can read the bin dir's layout.
