@@ -1,5 +1,5 @@
 {
-  description = "k8s-shims: Kubernetes node components in Rust (CNI host-local and bridge, a CRI adapter) with one NixOS module each";
+  description = "k8s-shims: Kubernetes node components in Rust (CNI host-local, bridge, loopback and portmap, a CRI adapter) with one NixOS module each";
 
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
 
@@ -27,6 +27,7 @@
         host-local = lib.mkDefault ps.host-local;
         bridge = lib.mkDefault ps.bridge;
         loopback = lib.mkDefault ps.loopback;
+        portmap = lib.mkDefault ps.portmap;
         cri-adapter = lib.mkDefault ps.cri-adapter;
       };
     };
@@ -41,7 +42,7 @@
     packages = forAllSystems (pkgs: let
       ps = ourPackages pkgs;
     in {
-      inherit (ps) host-local bridge loopback cri-adapter;
+      inherit (ps) host-local bridge loopback portmap cri-adapter;
       default = ps.all;
     });
 
@@ -80,7 +81,7 @@
         pkgs.testers.runNixOSTest (import ./nix/tests/vm.nix {inherit self pkgs runtime example subnetPrefix;});
     in
       {
-        inherit (self.packages.${pkgs.system}) host-local bridge cri-adapter;
+        inherit (self.packages.${pkgs.system}) host-local bridge loopback portmap cri-adapter;
         module-eval = pkgs.callPackage ./nix/tests/eval-check.nix {};
         vm-containerd = vm "containerd" examples.containerd-node "10.244.1.";
         vm-crio = vm "cri-o" examples.crio-node "10.244.2.";

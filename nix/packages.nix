@@ -71,6 +71,13 @@ in rec {
     buildType = "cni";
     description = "loopback CNI plugin, a drop-in replacement for the reference one";
   };
+  portmap = build {
+    pname = "k8s-shims-portmap";
+    crate = "cni-portmap";
+    bin = "portmap";
+    buildType = "cni";
+    description = "portmap CNI plugin (hostPort), a drop-in replacement for the reference one";
+  };
   cri-adapter = build {
     pname = "k8s-shims-cri-adapter";
     crate = "cri-adapter";
@@ -80,11 +87,16 @@ in rec {
       # The CRI and containerd API crates generate their gRPC code with protoc.
       nativeBuildInputs = [protobuf];
       PROTOC = "${protobuf}/bin/protoc";
+      # cri-adapter run under this name is the runc wrapper that clamps
+      # oomScoreAdj (render --runtime cri-o --runc-wrapper).
+      postInstall = ''
+        ln -s cri-adapter $out/bin/cri-adapter-runc
+      '';
     };
   };
   all = symlinkJoin {
     name = "k8s-shims-${version}";
-    paths = [host-local bridge loopback cri-adapter];
+    paths = [host-local bridge loopback portmap cri-adapter];
     meta.mainProgram = "cri-adapter";
   };
 }

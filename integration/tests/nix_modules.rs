@@ -852,7 +852,14 @@ fn flake_outputs_evaluate_with_nixpkgs_lib() {
     );
     assert_eq!(
         r["packages"],
-        json!(["bridge", "cri-adapter", "default", "host-local", "loopback"])
+        json!([
+            "bridge",
+            "cri-adapter",
+            "default",
+            "host-local",
+            "loopback",
+            "portmap"
+        ])
     );
     assert_eq!(r["togetherAssertions"], json!([]));
     assert_eq!(r["srcKeeps"]["target/debug/bridge"], false);
@@ -869,7 +876,7 @@ fn modules_evaluate_with_nixpkgs_lib() {
     );
     let r = &v["results"];
 
-    // The containerd node: ours for bridge and host-local, the rest from
+    // The containerd node: ours for bridge, host-local, loopback and portmap, the rest from
     // cni-plugins, one link per type; containerd points at our dirs.
     let node = &r["containerd-node"];
     assert_eq!(node["assertions"], json!([]));
@@ -882,11 +889,16 @@ fn modules_evaluate_with_nixpkgs_lib() {
         .as_str()
         .unwrap()
         .ends_with("-k8s-shims-host-local-0.1.0/bin/host-local"));
-    assert!(paths["loopback"]
-        .as_str()
-        .unwrap()
-        .ends_with("-k8s-shims-loopback-0.1.0/bin/loopback"));
-    for t in ["portmap", "tuning", "bandwidth"] {
+    for t in ["loopback", "portmap"] {
+        assert!(
+            paths[t]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("-k8s-shims-{t}-0.1.0/bin/{t}")),
+            "{t}"
+        );
+    }
+    for t in ["tuning", "bandwidth"] {
         assert!(
             paths[t]
                 .as_str()

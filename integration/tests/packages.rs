@@ -73,12 +73,16 @@ const TEST_PROGRAMS: &[&str] = &[
 const OUR_PACKAGE: &[&str] = &["/usr/bin/cri-adapter"];
 
 /// Programs `scripts/demo` and `scripts/build-plugins` exec (`cc`: the
-/// linker rustc calls).
+/// linker rustc calls; the `*-restore` tools: the bridge's masquerade and
+/// portmap's rules; `socat`: the pod's TCP server and its client).
 const DEMO_PROGRAMS: &[&str] = &[
     "ip",
     "ping",
     "iptables-save",
     "iptables-restore",
+    "ip6tables-save",
+    "ip6tables-restore",
+    "socat",
     "env",
     "id",
     "mktemp",
@@ -106,7 +110,7 @@ const SHELL_WORDS: &[&str] = &[
     "if", "then", "else", "elif", "fi", "for", "in", "do", "done", "while", "until", "case",
     "esac", "function", "local", "declare", "read", "echo", "printf", "return", "exit", "trap",
     "set", "cd", "export", "command", "shift", "eval", "exec", "true", "false", "test", "[", "[[",
-    "]]", "]", "wait", "cargo", "rustc", "readonly", "unset", "break", "continue",
+    "]]", "]", "wait", "kill", "cargo", "rustc", "readonly", "unset", "break", "continue",
 ];
 
 fn script(name: &str) -> String {

@@ -15,7 +15,7 @@
   json = jsonObject;
 
   # The types nixpkgs' `cni-plugins` ships (containernetworking/plugins).
-  referenceTypes = ["bandwidth" "dhcp" "firewall" "host-device" "ipvlan" "macvlan" "portmap" "ptp" "sbr" "static" "tuning" "vlan" "vrf"];
+  referenceTypes = ["bandwidth" "dhcp" "firewall" "host-device" "ipvlan" "macvlan" "ptp" "sbr" "static" "tuning" "vlan" "vrf"];
 
   enabled = lib.filterAttrs (_: p: p.enable) cfg.plugins;
   links = render.pluginLinks enabled;
@@ -92,8 +92,8 @@ in {
         dir ({option}`services.k8s.cni.binDir`) holds exactly one link per
         enabled type, taken from the package chosen here: this is how a node
         mixes implementations. Defaults: our Rust builds for `bridge`,
-        `host-local` and `loopback` ({option}`services.k8s.packages`), nixpkgs'
-        `cni-plugins` for `portmap` and every other reference type
+        `host-local`, `loopback` and `portmap` ({option}`services.k8s.packages`),
+        nixpkgs' `cni-plugins` for every other reference type
         (${lib.concatStringsSep ", " referenceTypes}).
       '';
     };
@@ -315,6 +315,7 @@ in {
           bridge.package = mkDefault config.services.k8s.packages.bridge;
           host-local.package = mkDefault config.services.k8s.packages.host-local;
           loopback.package = mkDefault config.services.k8s.packages.loopback;
+          portmap.package = mkDefault config.services.k8s.packages.portmap;
         }
         // lib.optionalAttrs cfg.flannel.enable {
           flannel.package = mkDefault pkgs.cni-plugin-flannel;

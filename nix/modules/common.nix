@@ -16,6 +16,7 @@ in {
     host-local = ours "host-local";
     bridge = ours "bridge";
     loopback = ours "loopback";
+    portmap = ours "portmap";
     cri-adapter = ours "cri-adapter";
   };
 }

@@ -240,7 +240,7 @@ in {
       type = types.listOf types.package;
       default = [pkgs.iptables pkgs.nftables];
       defaultText = literalExpression "[ pkgs.iptables pkgs.nftables ]";
-      description = "Added to the runtime unit's PATH: the CNI plugins it execs run `iptables-restore` / `nft` (masquerade, spoof check).";
+      description = "Added to the runtime unit's PATH: the CNI plugins it execs run `iptables-restore` / `nft` (masquerade, spoof check, host ports).";
     };
 
     runtimeEndpoint = mkOption {

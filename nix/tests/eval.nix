@@ -135,6 +135,7 @@
       services.k8s.cni.bridge.enable = true;
       services.k8s.cni.plugins = {
         host-local.package = pkgs.cni-plugins;
+        portmap.package = pkgs.cni-plugins;
         flannel.package = pkgs.cni-plugin-flannel;
         kn = {
           package = drv "kn-plugins";
@@ -640,12 +641,13 @@
     (expect "containerd-node: wait requires NetworkReady" (!(lib.hasInfix "--no-network" (builtins.head c.containerd-node.services.k8s-cri-adapter.ExecStart))))
     (expect "crio-node: skopeo for seeding" (c.crio-node.services.k8s-cri-adapter.path == [pkgs.skopeo]))
     (expect "containerd-node: no failed assertion" (c.containerd-node.assertions == []))
-    (expect "containerd-node: bin dir = ours for bridge, host-local and loopback, cni-plugins for the rest" (
+    (expect "containerd-node: bin dir = ours for bridge, host-local, loopback and portmap, cni-plugins for the rest" (
       c.containerd-node.pluginPaths.bridge
       == ours "bridge"
       && c.containerd-node.pluginPaths.host-local == ours "host-local"
       && c.containerd-node.pluginPaths.loopback == ours "loopback"
-      && c.containerd-node.pluginPaths.portmap == ref "portmap"
+      && c.containerd-node.pluginPaths.portmap == ours "portmap"
+      && c.containerd-node.pluginPaths.tuning == ref "tuning"
     ))
     (expect "containerd-node: containerd uses our bin dir and conf dir (over kubernetes' mkDefault)" (
       cniOf "containerd-node"
@@ -672,10 +674,11 @@
     (expect "crio-node: containerd stays off though kubelet is on" (!c.crio-node.containerd.enable))
     (expect "crio-node: kubelet talks to the serve socket" (c.crio-node.kubeletEndpoint == "unix:///run/k8s-shims/cri.sock" && c.crio-node.endpoint == "unix:///run/k8s-shims/cri.sock"))
     (expect "crio-node: serve unit" (c.crio-node.services ? k8s-cri-adapter-serve))
-    (expect "mixed: our bridge, reference host-local, flannel, renamed program, dhcp dropped" (
+    (expect "mixed: our bridge, reference host-local and portmap, flannel, renamed program, dhcp dropped" (
       c.mixed.pluginPaths.bridge
       == ours "bridge"
       && c.mixed.pluginPaths.host-local == ref "host-local"
+      && c.mixed.pluginPaths.portmap == ref "portmap"
       && c.mixed.pluginPaths.flannel == "${pkgs.cni-plugin-flannel}/bin/flannel"
       && c.mixed.pluginPaths.kn == "${drv "kn-plugins"}/bin/kn-bridge"
       && !(c.mixed.pluginPaths ? dhcp)

@@ -46,6 +46,7 @@ in {
     host-local = drv "k8s-shims-host-local-0.1.0";
     bridge = drv "k8s-shims-bridge-0.1.0";
     loopback = drv "k8s-shims-loopback-0.1.0";
+    portmap = drv "k8s-shims-portmap-0.1.0";
     cri-adapter = drv "k8s-shims-cri-adapter-0.1.0";
   };
   # Keeps the entries, so the tests can read the bin dir's layout.

@@ -134,7 +134,9 @@
     checks = builtins.attrNames outputs.checks.x86_64-linux;
     bridgeArgs = {inherit (ps.bridge.args) pname version buildType cargoBuildFlags doCheck;};
     hostLocalArgs = {inherit (ps.host-local.args) buildType cargoBuildFlags;};
-    criAdapterArgs = {inherit (ps.cri-adapter.args) buildType cargoBuildFlags PROTOC;};
+    portmapArgs = {inherit (ps.portmap.args) buildType cargoBuildFlags;};
+    criAdapterArgs = {inherit (ps.cri-adapter.args) buildType cargoBuildFlags PROTOC postInstall;};
+    allPaths = map (p: p.name) ps.default.paths;
     lockFile = toString ps.bridge.args.cargoLock.lockFile;
     srcKeeps = lib.genAttrs ["Cargo.toml" "Cargo.lock" "cni-bridge/src/main.rs" "cri-adapter/Cargo.toml" "integration/src/lib.rs" "target/debug/bridge" "nix/modules/cni.nix" "flake.nix" "README.md" "scripts/test"] keep;
     togetherAssertions = map (a: a.message) (lib.filter (a: !a.assertion) together.assertions);
@@ -154,17 +156,24 @@
   r = results;
   failures = lib.concatLists [
     (expect "outputs" (r.outputs == ["checks" "devShells" "formatter" "nixosConfigurations" "nixosModules" "overlays" "packages"]))
-    (expect "packages" (r.packages == ["bridge" "cri-adapter" "default" "host-local" "loopback"]))
+    (expect "packages" (r.packages == ["bridge" "cri-adapter" "default" "host-local" "loopback" "portmap"]))
     (expect "nixosModules" (r.nixosModules == ["cni-bridge" "cni-host-local" "cri-adapter" "default" "kubelet"]))
     (expect "nixosConfigurations" (r.nixosConfigurations == ["containerd-node" "crio-node"]))
-    (expect "checks" (lib.all (c: builtins.elem c r.checks) ["bridge" "cri-adapter" "host-local" "module-eval" "vm-containerd" "vm-crio" "vm-host-gw" "example-containerd-node" "example-crio-node"]))
+    (expect "checks" (lib.all (c: builtins.elem c r.checks) ["bridge" "cri-adapter" "host-local" "loopback" "portmap" "module-eval" "vm-containerd" "vm-crio" "vm-host-gw" "example-containerd-node" "example-crio-node"]))
     (expect "bridge package: cni profile, one crate, no sandbox tests" (r.bridgeArgs.buildType == "cni" && r.bridgeArgs.cargoBuildFlags == ["-p" "cni-bridge" "--bin" "bridge"] && !r.bridgeArgs.doCheck))
     (expect "host-local package" (r.hostLocalArgs
       == {
         buildType = "cni";
         cargoBuildFlags = ["-p" "cni-host-local" "--bin" "host-local"];
       }))
+    (expect "portmap package" (r.portmapArgs
+      == {
+        buildType = "cni";
+        cargoBuildFlags = ["-p" "cni-portmap" "--bin" "portmap"];
+      }))
     (expect "cri-adapter package: release, protoc" (r.criAdapterArgs.buildType == "release" && r.criAdapterArgs.cargoBuildFlags == ["-p" "cri-adapter" "--bin" "cri-adapter"] && lib.hasSuffix "-protobuf-29.3/bin/protoc" r.criAdapterArgs.PROTOC))
+    (expect "cri-adapter package: the runc wrapper is a link named cri-adapter-runc" (lib.hasInfix "ln -s cri-adapter $out/bin/cri-adapter-runc" r.criAdapterArgs.postInstall))
+    (expect "default package: every binary" (r.allPaths == ["k8s-shims-host-local" "k8s-shims-bridge" "k8s-shims-loopback" "k8s-shims-portmap" "k8s-shims-cri-adapter"]))
     (expect "version from the workspace" (r.bridgeArgs.version == (builtins.fromTOML (builtins.readFile ../../Cargo.toml)).workspace.package.version))
     (expect "lock file" (lib.hasSuffix "/Cargo.lock" r.lockFile))
     (expect "source filter: the workspace's crates only" (
@@ -185,7 +194,7 @@
     (expect "modules imported together: declared once, assertions pass" (r.togetherAssertions == []))
     (expect "modules with the overlay: pkgs.k8s-shims" (r.togetherBridge == "${fake.k8s-shims.bridge}/bin/bridge"))
     (expect "modules without the overlay: ours built with the node's pkgs" (r.noOverlayBridge == "${ps.bridge}/bin/bridge"))
-    (expect "overlay" (lib.all (n: builtins.elem n r.overlay) ["all" "bridge" "cri-adapter" "host-local"]))
+    (expect "overlay" (lib.all (n: builtins.elem n r.overlay) ["all" "bridge" "cri-adapter" "host-local" "loopback" "portmap"]))
     (expect "vm tests" (r.vmTests == ["k8s-shims-containerd" "k8s-shims-cri-o" "k8s-shims-host-gw"]))
     (expect "vm test nodes evaluate with no failed assertion; host-gw nodes route to each other" (r.vmNodeAssertions
       == {

@@ -75,9 +75,6 @@ struct Script {
 /// concurrent plugin changed the table between our read and our write).
 const ATTEMPTS: u32 = 5;
 
-/// Reads the table, builds a script from it and applies it; on failure
-/// reads again and retries, up to [`ATTEMPTS`] times. An empty script is
-/// success without a write.
 /// Serialises our read-modify-write of one family's nat table across
 /// plugin processes: `iptables-restore -w` locks only its own commit, so
 /// two ADDs could both find a shared jump rule missing and both append it
@@ -104,6 +101,9 @@ fn lock(f: &Family) -> Result<Flock<std::fs::File>, String> {
     }
 }
 
+/// Reads the table, builds a script from it and applies it, under
+/// [`lock`]; on failure reads again and retries, up to [`ATTEMPTS`] times.
+/// An empty script is success without a write.
 fn apply(f: &Family, build: impl Fn(&NatTable) -> Script) -> Result<(), String> {
     let _lock = lock(f)?;
     let mut attempt = 1;
