@@ -445,8 +445,10 @@ fn main() -> std::process::ExitCode {
     if let Err(e) = stop.thread_unblock() {
         tracing::warn!(error = %e, "cannot unblock SIGTERM and SIGINT");
     }
-    // `serve`'s async side (accepting, connecting, h2 mode) runs on one
-    // thread; splice mode copies on threads of its own (see serve::splice).
+    // `serve` runs on one thread: a call's client stream and its upstream
+    // stream then live on the same thread, with no cross-thread wake-ups
+    // (a thread per connection and direction was measured: no lower latency,
+    // two thirds of the throughput with 8 busy clients on 2 cores).
     let mut builder = if matches!(cli.command, Cmd::Serve { .. }) {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -1,13 +1,6 @@
 //! splice mode: one runtime connection per client connection, bytes copied
 //! both ways untouched.
 //!
-//! Each direction is copied by a thread of its own with blocking reads and
-//! writes: a byte that arrives wakes exactly the thread waiting for it, with
-//! no reactor, no task hand-off and no runtime thread shared by all clients
-//! (measured: the added latency of a call halves, and 8 busy clients are no
-//! longer served by one thread). A node has few CRI connections (kubelet
-//! keeps one or two), so two threads with small stacks each cost little.
-//!
 //! The copy reads the 9-byte HTTP/2 frame headers going by (never a
 //! payload) to know which calls are in flight, so that on shutdown a
 //! connection is closed only between calls: at once when it is idle, else
@@ -15,13 +8,12 @@
 
 use super::h2::Upstream;
 use std::collections::HashSet;
-use std::io::{self, Read, Write};
-use std::net::Shutdown;
-use std::os::unix::net::UnixStream as StdStream;
+use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{watch, Notify};
 
 const PREFACE_LEN: usize = 24;
 const HEADERS: u8 = 0x1;
@@ -31,61 +23,44 @@ const END_STREAM: u8 = 0x1;
 /// Bytes per read each way: large responses (ListImages, 16 MiB messages)
 /// move in fewer system calls; a node has few CRI connections.
 const BUF: usize = 64 << 10;
-/// Stack of a copying thread: it holds no more than a few frames (the
-/// buffer is on the heap).
-const STACK: usize = 64 << 10;
 
-/// One spliced connection: its two sockets and the calls in flight.
-#[derive(Debug)]
-struct Conn {
-    client: StdStream,
-    up: StdStream,
-    state: Mutex<Calls>,
-}
-
-/// The calls (HTTP/2 streams) in flight, and whether shutdown was asked.
+/// The calls (HTTP/2 streams) in flight on one connection.
 #[derive(Debug, Default)]
 struct Calls {
-    open: HashSet<u32>,
-    draining: bool,
+    open: Mutex<HashSet<u32>>,
+    idle: Notify,
 }
 
-impl Conn {
+impl Calls {
     fn opened(&self, id: u32) {
-        if let Ok(mut g) = self.state.lock() {
-            g.open.insert(id);
+        if let Ok(mut g) = self.open.lock() {
+            g.insert(id);
         }
     }
 
     fn closed(&self, id: u32) {
-        let close = match self.state.lock() {
-            Ok(mut g) => g.open.remove(&id) && g.open.is_empty() && g.draining,
-            Err(_) => false,
-        };
-        if close {
-            self.close();
-        }
-    }
-
-    /// Shutdown: closes the connection now if no call is in flight, else
-    /// when the last one ends.
-    fn drain(&self) {
-        let close = match self.state.lock() {
-            Ok(mut g) => {
-                g.draining = true;
-                g.open.is_empty()
+        if let Ok(mut g) = self.open.lock() {
+            if g.remove(&id) && g.is_empty() {
+                self.idle.notify_waiters();
             }
-            Err(_) => true,
-        };
-        if close {
-            self.close();
         }
     }
 
-    /// Ends both sockets; the copying threads' reads return at once.
-    fn close(&self) {
-        let _ = self.client.shutdown(Shutdown::Both);
-        let _ = self.up.shutdown(Shutdown::Both);
+    fn is_idle(&self) -> bool {
+        self.open.lock().map(|g| g.is_empty()).unwrap_or(true)
+    }
+
+    /// Returns once no call is in flight.
+    async fn until_idle(&self) {
+        loop {
+            let woken = self.idle.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.is_idle() {
+                return;
+            }
+            woken.await;
+        }
     }
 }
 
@@ -152,52 +127,40 @@ impl Frames {
 }
 
 /// Copies one way until EOF, noting calls as they start and end. A call is
-/// open from the moment its HEADERS are seen (before they are passed on, so
-/// a fast answer never ends a call not yet noted) and over once its last
-/// bytes are out.
-fn pump(conn: &Conn, way: Way) -> io::Result<()> {
-    let (mut from, mut to) = match way {
-        Way::ToRuntime => (&conn.client, &conn.up),
-        Way::ToClient => (&conn.up, &conn.client),
-    };
+/// open from the moment its HEADERS are seen, before they are passed on (so
+/// however the two directions are scheduled, an answer never ends a call
+/// not yet noted), and over once its last bytes are out.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    way: Way,
+    calls: &Calls,
+) -> io::Result<()> {
     let mut frames = Frames::new(way);
     let mut buf = vec![0u8; BUF];
     let mut ended = Vec::new();
     loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return to.shutdown(Shutdown::Write),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
         frames.feed(&buf[..n], |kind, flags, stream| match (way, kind) {
-            (Way::ToRuntime, HEADERS) => conn.opened(stream),
+            (Way::ToRuntime, HEADERS) => calls.opened(stream),
             (_, RST_STREAM) => ended.push(stream),
             (Way::ToClient, HEADERS | DATA) if flags & END_STREAM != 0 => ended.push(stream),
             _ => {}
         });
-        to.write_all(&buf[..n])?;
+        to.write_all(&buf[..n]).await?;
         for stream in ended.drain(..) {
-            conn.closed(stream);
+            calls.closed(stream);
         }
     }
 }
 
-/// Starts the thread copying one way; `done` fires when it ends. An error
-/// (not an EOF) ends the whole connection, so the other thread never waits
-/// on a peer that is gone.
-fn spawn_pump(conn: Arc<Conn>, way: Way, done: oneshot::Sender<()>) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name(format!("splice-{way:?}"))
-        .stack_size(STACK)
-        .spawn(move || {
-            if let Err(e) = pump(&conn, way) {
-                tracing::debug!(error = %e, ?way, "spliced connection ended");
-                conn.close();
-            }
-            let _ = done.send(());
-        })
-        .map(drop)
+/// Waits for the shutdown signal, then for the connection to be idle.
+async fn drained(shutdown: watch::Receiver<bool>, calls: &Calls) {
+    super::until_shutdown(shutdown).await;
+    calls.until_idle().await;
 }
 
 /// Connects to the runtime, retrying up to `--max-wait` while it is down.
@@ -240,55 +203,31 @@ pub(super) async fn splice(
     upstream: Arc<Upstream>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let calls = Calls::default();
     let up = tokio::select! {
         up = connect(&upstream) => up,
-        _ = super::until_shutdown(shutdown.clone()) => None,
+        _ = drained(shutdown.clone(), &calls) => None,
     };
     let Some(up) = up else { return };
-    let conn = match blocking(client).and_then(|c| Ok((c, blocking(up)?))) {
-        Ok((client, up)) => Arc::new(Conn {
-            client,
-            up,
-            state: Mutex::default(),
-        }),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot splice a client connection");
-            return;
-        }
+    let (cr, cw) = client.into_split();
+    let (ur, uw) = up.into_split();
+    let copy = async {
+        tokio::try_join!(
+            pump(cr, uw, Way::ToRuntime, &calls),
+            pump(ur, cw, Way::ToClient, &calls)
+        )
     };
-    let (to_runtime, runtime_done) = oneshot::channel();
-    let (to_client, client_done) = oneshot::channel();
-    let started = spawn_pump(conn.clone(), Way::ToRuntime, to_runtime)
-        .and_then(|()| spawn_pump(conn.clone(), Way::ToClient, to_client));
-    if let Err(e) = started {
-        super::listen::warn_limited(
-            &e,
-            "cannot start a copying thread; closing a client connection",
-        );
-        conn.close();
-    }
-    let both = async {
-        let _ = runtime_done.await;
-        let _ = client_done.await;
-    };
-    tokio::pin!(both);
     tokio::select! {
-        () = both.as_mut() => return,
-        () = super::until_shutdown(shutdown) => {}
+        r = copy => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "spliced connection ended");
+            }
+        }
+        _ = drained(shutdown, &calls) => tracing::debug!("spliced connection closed between calls"),
     }
-    conn.drain();
-    both.await;
-}
-
-/// The std socket of a tokio one, in blocking mode, for a copying thread.
-fn blocking(s: UnixStream) -> io::Result<StdStream> {
-    let s = s.into_std()?;
-    s.set_nonblocking(false)?;
-    Ok(s)
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -323,45 +262,21 @@ mod tests {
         }
     }
 
-    /// Whether the peer of `s` has been shut down (reads EOF).
-    fn is_closed(s: &mut StdStream) -> bool {
-        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-        matches!(s.read(&mut [0u8; 1]), Ok(0))
-    }
-
-    #[test]
-    fn a_connection_drains_when_its_last_call_ends() {
-        let (client, mut client_peer) = StdStream::pair().unwrap();
-        let (up, mut up_peer) = StdStream::pair().unwrap();
-        let conn = Conn {
-            client,
-            up,
-            state: Mutex::default(),
-        };
-        conn.opened(1);
-        conn.opened(3);
-        conn.drain();
-        assert!(!is_closed(&mut client_peer), "closed with calls in flight");
-        conn.closed(1);
-        assert!(!is_closed(&mut client_peer), "closed with a call in flight");
-        conn.closed(3);
-        assert!(is_closed(&mut client_peer));
-        assert!(is_closed(&mut up_peer));
-    }
-
-    #[test]
-    fn an_idle_connection_closes_at_once_on_drain() {
-        let (client, mut client_peer) = StdStream::pair().unwrap();
-        let (up, _up_peer) = StdStream::pair().unwrap();
-        let conn = Conn {
-            client,
-            up,
-            state: Mutex::default(),
-        };
-        conn.opened(1);
-        conn.closed(1);
-        assert!(!is_closed(&mut client_peer));
-        conn.drain();
-        assert!(is_closed(&mut client_peer));
+    #[tokio::test]
+    async fn a_connection_drains_when_its_last_call_ends() {
+        let calls = Calls::default();
+        let (tx, rx) = watch::channel(false);
+        calls.opened(1);
+        calls.opened(3);
+        let _ = tx.send(true);
+        let drain = drained(rx, &calls);
+        tokio::pin!(drain);
+        let idle_too_early = tokio::time::timeout(Duration::from_millis(20), drain.as_mut()).await;
+        assert!(idle_too_early.is_err());
+        calls.closed(1);
+        calls.closed(3);
+        tokio::time::timeout(Duration::from_secs(1), drain)
+            .await
+            .unwrap_or_else(|_| panic!("not drained"));
     }
 }
