@@ -250,6 +250,7 @@ pub(crate) fn cri_run(args: &[OsString]) -> Res<bool> {
             }
         }
     }
+    let mut cpu_notes = Vec::new();
     for (rpc, r) in &res.throughput {
         let name = match rpc {
             Rpc::Version => "Version throughput",
@@ -266,7 +267,9 @@ pub(crate) fn cri_run(args: &[OsString]) -> Res<bool> {
             CRI_TARGET_THROUGHPUT * 100.0
         );
         match r {
-            Ok([d, p]) => {
+            Ok(tp) => {
+                let [d, p] = &tp.rate;
+                cpu_notes.push(cpu_note(*rpc, tp));
                 let ra = ratio(*p, *d);
                 over_floor.push(Some(ratio(*d, *p)));
                 rows.push(Row {
@@ -355,6 +358,16 @@ pub(crate) fn cri_run(args: &[OsString]) -> Res<bool> {
          serve ÷ direct calls/s (higher is better); ours ÷ floor = via serve ÷ direct in time \
          per call (the percentile's latency, or 1 ÷ calls/s; 1.00× is the floor)."
     );
+    if !cpu_notes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nCPU per call during the throughput runs (user + system, /proc/PID/stat; the \
+             client is this bench):"
+        );
+        for n in &cpu_notes {
+            let _ = writeln!(out, "- {n}");
+        }
+    }
     write_targets(&mut out, &targets);
     progress("stopping serve and containerd");
     drop(env);
@@ -370,4 +383,29 @@ pub(crate) fn cri_run(args: &[OsString]) -> Res<bool> {
         }
         Ok(false)
     }
+}
+
+/// One RPC's CPU per call, direct and via serve, and the throughput that
+/// leaves via serve when the CPUs are saturated: the client and containerd
+/// then share the CPU with serve, so at best via ÷ direct = their CPU per call
+/// direct ÷ everyone's CPU per call via serve.
+fn cpu_note(rpc: Rpc, tp: &client::Throughput) -> String {
+    let [d, p] = &tp.cpu_per_call;
+    let parts = |c: &[f64; 3]| {
+        client::CPU_OF
+            .iter()
+            .zip(c)
+            .map(|(name, us)| format!("{name} {us:.1} µs"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (dt, pt): (f64, f64) = (d.iter().sum(), p.iter().sum());
+    format!(
+        "{}: direct {} (sum {dt:.1} µs); via serve {} (sum {pt:.1} µs); CPU-bound limit of \
+         via ÷ direct = {:.2}×",
+        rpc.name(),
+        parts(d),
+        parts(p),
+        ratio(dt, pt)
+    )
 }

@@ -268,24 +268,65 @@ pub(crate) async fn cri_throughput_slice(
     }
 }
 
-/// Calls per second per target: halves in the order direct, serve, serve, direct.
+/// The processes whose CPU time is counted: the bench client (this process),
+/// containerd and serve.
+pub(crate) const CPU_OF: [&str; 3] = ["client", "containerd", "serve"];
+
+/// User + system CPU time a process has used so far (`/proc/PID/stat`).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state is the first,
+    // utime the 12th and stime the 13th.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    Some(Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
+/// CPU time of each process of [`CPU_OF`] (zero when unreadable).
+fn cpu_times(pids: &[u32; 3]) -> [Duration; 3] {
+    pids.map(|p| cpu_time(p).unwrap_or_default())
+}
+
+/// What a throughput measurement found, per target.
+#[derive(Debug)]
+pub(crate) struct Throughput {
+    /// Calls per second.
+    pub(crate) rate: Pair<f64>,
+    /// CPU time per call, in µs, of each process of [`CPU_OF`].
+    pub(crate) cpu_per_call: Pair<[f64; 3]>,
+}
+
+/// Calls per second per target: halves in the order direct, serve, serve, direct; and the
+/// CPU each process of [`CPU_OF`] (`pids`) spent per call meanwhile.
 pub(crate) async fn cri_throughput(
     pools: &Pair<Vec<CriClient>>,
     rpc: Rpc,
     want: usize,
     seconds: f64,
-) -> Res<Pair<f64>> {
+    pids: &[u32; 3],
+) -> Res<Throughput> {
     let half = Duration::from_secs_f64(seconds / 2.0);
     let mut calls = [0u64; 2];
     let mut time = [Duration::ZERO; 2];
+    let mut cpu = [[Duration::ZERO; 3]; 2];
     for t in [0, 1, 1, 0] {
+        let before = cpu_times(pids);
         let (n, d) = cri_throughput_slice(&pools[t], rpc, want, half)
             .await
             .map_err(|e| format!("{}: {e}", TARGETS[t]))?;
+        let after = cpu_times(pids);
+        for p in 0..3 {
+            cpu[t][p] += after[p].saturating_sub(before[p]);
+        }
         calls[t] += n;
         time[t] += d;
     }
-    Ok([0, 1].map(|t| ratio(calls[t] as f64, time[t].as_secs_f64())))
+    Ok(Throughput {
+        rate: [0, 1].map(|t| ratio(calls[t] as f64, time[t].as_secs_f64())),
+        cpu_per_call: [0, 1].map(|t| cpu[t].map(|c| ratio(c.as_secs_f64() * 1e6, calls[t] as f64))),
+    })
 }
 
 /// Per target, the sequential latencies of one RPC.
@@ -297,7 +338,7 @@ pub(crate) struct CriResults {
     pub(crate) runtime: String,
     pub(crate) list_images_bytes: Pair<u64>,
     pub(crate) latency: Vec<(Rpc, usize, LatencySamples)>,
-    pub(crate) throughput: Vec<(Rpc, Res<Pair<f64>>)>,
+    pub(crate) throughput: Vec<(Rpc, Res<Throughput>)>,
 }
 
 pub(crate) async fn cri_measure(env: &CriEnv, opts: &CriOpts) -> Res<CriResults> {
@@ -412,6 +453,7 @@ pub(crate) async fn cri_measure(env: &CriEnv, opts: &CriOpts) -> Res<CriResults>
         let r = with_phase_timeout(rpc.name(), cri_latency(&mut one, rpc, n, want(rpc))).await;
         latency.push((rpc, n, r));
     }
+    let pids = [std::process::id(), env.containerd.id(), env.serve.id()];
     let mut throughput = Vec::new();
     for rpc in Rpc::ALL {
         progress(&format!(
@@ -422,7 +464,7 @@ pub(crate) async fn cri_measure(env: &CriEnv, opts: &CriOpts) -> Res<CriResults>
         ));
         let r = with_phase_timeout(
             rpc.name(),
-            cri_throughput(&pools, rpc, want(rpc), opts.seconds),
+            cri_throughput(&pools, rpc, want(rpc), opts.seconds, &pids),
         )
         .await;
         throughput.push((rpc, r));
