@@ -35,7 +35,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -291,6 +291,17 @@ impl Store {
                 e,
             )),
         }
+    }
+
+    /// A [`Prober`] of this store's directory.
+    ///
+    /// # Errors
+    /// The directory cannot be opened.
+    pub fn prober(&self) -> Result<Prober> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::open(&self.dir, flags, Mode::empty())
+            .map(|dir| Prober { dir })
+            .map_err(|e| HostLocalError::io(format!("open {}", self.dir.display()), e))
     }
 
     /// Makes `target` a link of the owner's inode; fails with `EEXIST` when
@@ -583,6 +594,29 @@ impl Store {
             }
             let _ = fs::remove_file(self.dir.join(n));
         }
+    }
+}
+
+/// Existence checks of address names relative to the store directory: one
+/// `fstatat` from an open directory, where reserving walks both full paths
+/// (and `/proc/self/fd`) to fail with `EEXIST`. Used to skip taken
+/// addresses in a crowded range; a name that exists, of any kind, is taken
+/// for reserving too.
+#[derive(Debug)]
+pub struct Prober {
+    dir: OwnedFd,
+}
+
+impl Prober {
+    /// Whether a name for `ip` exists (`false` when unsure: reserving then
+    /// tells).
+    pub fn exists(&self, ip: IpAddr) -> bool {
+        rustix::fs::statat(
+            &self.dir,
+            ip.to_string(),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .is_ok()
     }
 }
 

@@ -352,6 +352,15 @@ impl FloorTable {
     }
 }
 
+impl FloorRow {
+    /// Ours ÷ floor: the median of the per-round ratios (`None` when a side failed).
+    pub(crate) fn ours_over_floor(&self) -> Option<f64> {
+        let (ours, floor) = (self.ours.as_ref()?, self.floor.as_ref()?);
+        let per_round: Vec<f64> = ours.iter().zip(floor).map(|(o, f)| ratio(*o, *f)).collect();
+        (!per_round.is_empty()).then(|| median_f64(per_round))
+    }
+}
+
 /// `round_medians` of times, in seconds.
 pub(crate) fn time_rounds(samples: &[Duration]) -> Vec<f64> {
     let secs: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
