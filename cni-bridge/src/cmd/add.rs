@@ -151,6 +151,7 @@ fn create_veth(
             peer_mac: conf.mac.map(|m| m.to_vec()),
             master: Some(br.index),
             up: true,
+            single_queue: true,
         };
         match host.create_veth(&spec) {
             Ok(()) => return Ok(host_name),
@@ -336,9 +337,11 @@ fn add_attached(
         wait_port_forwarding(host, &host_name)?
     };
     result.interfaces[1].mac = hv.mac_text();
-    // The bridge's MAC may have changed since it was read, when it got its
-    // first port or an address, unless it was pinned at creation here.
-    if !bridge.created {
+    // The bridge's MAC may have changed since it was read: unless pinned
+    // (created here, or by any gateway ADD), it follows its lowest port
+    // MAC, which is ours when ours is lower or its first one (a bridge with
+    // no port up has no carrier).
+    if !bridge.created && (!br.oper_up || hv.mac < br.mac) {
         if let Some(l) = host
             .link_by_index(br.index)
             .map_err(nl("look up the bridge"))?
@@ -602,6 +605,7 @@ fn ensure_vlan_interface(
             peer_mac: None,
             master: None,
             up: false,
+            single_queue: false,
         })
         .map_err(|e| fail(e.to_string()))?;
         let p = host

@@ -74,6 +74,11 @@ pub struct VethSpec<'a> {
     pub master: Option<u32>,
     /// Create the host side up (the peer stays down).
     pub up: bool,
+    /// One TX and one RX queue on each end. The kernel's default is one per
+    /// CPU, of which it then uses one; shrinking the count of a registered
+    /// device waits for an RCU grace period under the RTNL lock, twice per
+    /// pair. Either way one queue of each kind is in use.
+    pub single_queue: bool,
 }
 
 /// The request of [`Netlink::set_up`], for a [`Netlink::batch`].
@@ -190,6 +195,10 @@ impl Netlink {
         if let Some(mac) = &spec.peer_mac {
             peer.attributes.push(LinkAttribute::Address(mac.clone()));
         }
+        if spec.single_queue {
+            peer.attributes.push(LinkAttribute::NumTxQueues(1));
+            peer.attributes.push(LinkAttribute::NumRxQueues(1));
+        }
         let mut m = LinkMessage::default();
         if spec.up {
             m.header.flags = LinkFlags::Up;
@@ -199,6 +208,10 @@ impl Netlink {
             .push(LinkAttribute::IfName(spec.host_name.to_string()));
         if spec.mtu != 0 {
             m.attributes.push(LinkAttribute::Mtu(spec.mtu));
+        }
+        if spec.single_queue {
+            m.attributes.push(LinkAttribute::NumTxQueues(1));
+            m.attributes.push(LinkAttribute::NumRxQueues(1));
         }
         if let Some(master) = spec.master {
             // The kernel enslaves a new link after registering it, and
