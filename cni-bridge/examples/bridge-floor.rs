@@ -70,6 +70,9 @@ fn add(netns: &str, veth: &str, bridge: &str, addr: &str, gw: &str) -> Res<()> {
         peer_netns: pod.as_fd(),
         mtu: 0,
         peer_mac: None,
+        master: None,
+        up: false,
+        single_queue: false,
     })
     .map_err(|e| e.to_string())?;
     let host = index(&mut nl, veth)?;

@@ -138,7 +138,18 @@ impl NetNs {
     /// # Errors
     /// `/proc/thread-self/ns/net` cannot be opened.
     pub fn current() -> Result<NetNs, NetnsError> {
-        NetNs::open(Path::new("/proc/thread-self/ns/net"))
+        // The kernel's own link to this thread's network namespace: none of
+        // the checks of [`NetNs::open`] can fail on it.
+        let path = Path::new("/proc/thread-self/ns/net");
+        let file = File::open(path).map_err(|e| NetnsError::Sys {
+            op: "open",
+            path: path.to_path_buf(),
+            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        })?;
+        Ok(NetNs {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The path it was opened from.

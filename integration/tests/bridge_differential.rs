@@ -379,6 +379,19 @@ fn same_error_messages_on_shared_failures() {
     assert_eq!(msgs[0], msgs[1]);
 }
 
+/// The number of possible CPUs (`/sys/devices/system/cpu/possible`, e.g.
+/// `0-3` or `0,2-5`).
+fn possible_cpus() -> u64 {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    text.trim()
+        .split(',')
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.parse::<u64>().unwrap() - a.parse::<u64>().unwrap() + 1,
+            None => 1,
+        })
+        .sum()
+}
+
 /// Deliberate deviations from v1.1.1 (HEAD behaviour), pinned so they stay
 /// deliberate.
 #[test]
@@ -405,6 +418,17 @@ fn known_differences_from_v1_1_1() {
     assert_eq!(a.pod.iface()["txqlen"], 1000);
     // (`ip -j` leaves out a zero txqlen.)
     assert_eq!(b.pod.iface()["txqlen"].as_u64().unwrap_or(0), 0);
+    // Veth queues: one TX and one RX on both ends in ours (creating them so
+    // spares the kernel two RCU grace periods under RTNL); the kernel's
+    // default in v1.1.1, one per possible CPU. One of each is in use either
+    // way.
+    let queues = |l: &Value| (l["num_tx_queues"].clone(), l["num_rx_queues"].clone());
+    let hv = |r: &Value| r["interfaces"][1]["name"].as_str().unwrap().to_string();
+    assert_eq!(queues(&a.pod.iface()), (json!(1), json!(1)));
+    assert_eq!(queues(&a.host.ns.must_link(&hv(ra))), (json!(1), json!(1)));
+    let cpus = json!(possible_cpus());
+    assert_eq!(queues(&b.pod.iface()), (cpus.clone(), cpus.clone()));
+    assert_eq!(queues(&b.host.ns.must_link(&hv(rb))), (cpus.clone(), cpus));
     // Everything else is the same.
     let strip_dns = |r: &Value| with_key(&normalize_result(r), "dns", json!({}));
     assert_eq!(strip_dns(ra), strip_dns(rb));

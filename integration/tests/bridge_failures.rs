@@ -313,6 +313,33 @@ fn ifname_already_present_in_container() {
     );
 }
 
+/// The container's addresses, link up and routes go to the kernel in one
+/// batch: a route it refuses after the address is in place fails the ADD
+/// with that route named, and the rollback leaves nothing.
+#[test]
+fn unreachable_route_gateway_fails_and_leaves_nothing() {
+    let host = Host::new(&ours());
+    let pod = Pod::new("unreach");
+    let mut ipam = host_local(&["10.1.2.0/24"]);
+    ipam["routes"] = json!([{"dst": "10.50.0.0/16", "gw": "192.0.2.1"}]);
+    let conf = host.conf("1.0.0", json!({"isGateway": true, "ipam": ipam}));
+    let e = host
+        .add(&conf, &pod, &[])
+        .expect_err("a gateway off the pod's subnet is unreachable");
+    assert_eq!(err_code(&e), 999, "{e}");
+    let msg = err_msg(&e);
+    assert!(
+        msg.starts_with("failed to add route '10.50.0.0/16 via 192.0.2.1 dev eth0': ")
+            && msg.ends_with("network is unreachable"),
+        "{e}"
+    );
+    host.assert_clean(NET, &[&pod], "after the failed ADD");
+    assert!(
+        pod.ns.link(&pod.ifname).is_none(),
+        "container veth left behind"
+    );
+}
+
 #[test]
 fn netns_path_missing_on_add() {
     let host = Host::new(&ours());

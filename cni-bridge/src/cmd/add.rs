@@ -3,7 +3,10 @@
 use crate::config::{self, BridgeConf, MasqBackend};
 use crate::error::BridgeError;
 use crate::masq;
-use crate::netlink::{Link, Netlink, RouteSpec, VethSpec};
+use crate::netlink::{
+    add_addr_request, add_route_request, set_up_request, Link, Netlink, NetlinkError,
+    Request as NlRequest, RouteSpec, VethSpec,
+};
 use crate::netns::NetNs;
 use crate::spoofcheck;
 use crate::sysctl;
@@ -34,26 +37,27 @@ fn random_mac() -> [u8; 6] {
     [(b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5]]
 }
 
-/// Creates or reuses the bridge and returns it, up.
-fn ensure_bridge(host: &mut Netlink, conf: &BridgeConf) -> Result<Link> {
+/// Creates or reuses the bridge and returns it, up, and whether it was
+/// created here.
+fn ensure_bridge(host: &mut Netlink, conf: &BridgeConf) -> Result<(Link, bool)> {
     let name = &conf.bridge;
     let fail = |m: String| BridgeError::Other(format!("failed to create bridge {name:?}: {m}"));
     let vlan_filtering = conf.vlan != 0 || !conf.vlan_trunk.is_empty();
-    let missing = host
-        .link_by_name(name)
-        .map_err(nl("look up bridge"))?
-        .is_none();
-    if missing {
-        // A stable MAC from the start: otherwise the bridge's follows the
-        // lowest port MAC and changes as pods come and go (cni#285,
-        // plugins#60).
-        host.create_bridge(name, conf.mtu, vlan_filtering, random_mac())
-            .map_err(|e| fail(e.to_string()))?;
-    }
-    let br = host
-        .link_by_name(name)
-        .map_err(nl("look up bridge"))?
-        .ok_or_else(|| fail("vanished after creation".into()))?;
+    let (br, created) = match host.link_by_name(name).map_err(nl("look up bridge"))? {
+        Some(br) => (br, false),
+        None => {
+            // A stable MAC from the start: otherwise the bridge's follows
+            // the lowest port MAC and changes as pods come and go (cni#285,
+            // plugins#60).
+            host.create_bridge(name, conf.mtu, vlan_filtering, random_mac())
+                .map_err(|e| fail(e.to_string()))?;
+            let br = host
+                .link_by_name(name)
+                .map_err(nl("look up bridge"))?
+                .ok_or_else(|| fail("vanished after creation".into()))?;
+            (br, true)
+        }
+    };
     if br.kind.as_deref() != Some("bridge") {
         return Err(fail(format!("{name:?} already exists but is not a bridge")));
     }
@@ -65,13 +69,21 @@ fn ensure_bridge(host: &mut Netlink, conf: &BridgeConf) -> Result<Link> {
     if !br.up {
         host.set_up(br.index).map_err(|e| fail(e.to_string()))?;
     }
-    Ok(br)
+    Ok((br, created))
+}
+
+/// The bridge as ADD found it.
+#[derive(Debug)]
+struct Bridge {
+    link: Link,
+    /// Created by this ADD, with a pinned MAC.
+    created: bool,
 }
 
 /// What ADD has done so far, undone in reverse on failure.
 #[derive(Debug, Default)]
 struct Undo {
-    host_veth: Option<u32>,
+    host_veth: Option<String>,
     ipam: bool,
     spoof: bool,
     masq: bool,
@@ -88,23 +100,18 @@ pub fn add(req: &Request) -> Result<CniResult> {
     // The namespace is vetted before anything is created on the node.
     let ctr_ns = NetNs::open_container(Path::new(&req.netns), &home)?;
     let mut host = Netlink::open().map_err(nl("open netlink"))?;
-    let br = ensure_bridge(&mut host, &conf)?;
-    let mut ctr = ctr_ns
-        .run(&home, Netlink::open)?
-        .map_err(nl("open netlink in the container namespace"))?;
-    if ctr
-        .link_by_name(&req.ifname)
-        .map_err(nl("look up the container interface"))?
-        .is_some()
-    {
-        return Err(BridgeError::Other(format!(
-            "container veth name provided ({}) already exists",
-            req.ifname
-        )));
-    }
-    let mut undo = Undo::default();
+    let (br, br_created) = ensure_bridge(&mut host, &conf)?;
+    let host_name = create_veth(req, &conf, &home, &mut host, &ctr_ns, &br)?;
+    let mut undo = Undo {
+        host_veth: Some(host_name.clone()),
+        ..Undo::default()
+    };
+    let bridge = Bridge {
+        link: br,
+        created: br_created,
+    };
     let attached = add_attached(
-        req, &conf, &home, &mut host, &mut ctr, &ctr_ns, br, &mut undo,
+        req, &conf, &home, &mut host, &ctr_ns, bridge, host_name, &mut undo,
     )
     // A result the requested version cannot express (0.2.0 without an
     // address) fails here, while we can still undo; the reference leaves
@@ -122,6 +129,64 @@ pub fn add(req: &Request) -> Result<CniResult> {
     }
 }
 
+/// Creates the veth in one request: the host side up and enslaved to the
+/// bridge, the peer directly in the container namespace under its final
+/// name. Returns the host side's name.
+fn create_veth(
+    req: &Request,
+    conf: &BridgeConf,
+    home: &NetNs,
+    host: &mut Netlink,
+    ctr_ns: &NetNs,
+    br: &Link,
+) -> Result<String> {
+    let mut host_name = random_veth_name();
+    let mut attempts = 0;
+    loop {
+        let spec = VethSpec {
+            host_name: &host_name,
+            peer_name: &req.ifname,
+            peer_netns: std::os::fd::AsFd::as_fd(ctr_ns),
+            mtu: conf.mtu,
+            peer_mac: conf.mac.map(|m| m.to_vec()),
+            master: Some(br.index),
+            up: true,
+            single_queue: true,
+        };
+        match host.create_veth(&spec) {
+            Ok(()) => return Ok(host_name),
+            Err(e) if e.errno() == Some(Errno::EEXIST) => {
+                // Either name may be taken: the container's is an error, the
+                // host side's (random) gets another try.
+                let mut ctr = ctr_ns
+                    .run(home, Netlink::open)?
+                    .map_err(nl("open netlink in the container namespace"))?;
+                if ctr
+                    .link_by_name(&req.ifname)
+                    .map_err(nl("look up the container interface"))?
+                    .is_some()
+                {
+                    return Err(BridgeError::Other(format!(
+                        "container veth name provided ({}) already exists",
+                        req.ifname
+                    )));
+                }
+                if attempts == 10 {
+                    return Err(BridgeError::Other(format!("failed to create veth: {e}")));
+                }
+                attempts += 1;
+                host_name = random_veth_name();
+            }
+            Err(e) => {
+                return Err(BridgeError::Other(format!(
+                    "failed to create veth or to connect it to bridge {}: {e}",
+                    conf.bridge
+                )))
+            }
+        }
+    }
+}
+
 fn rollback(req: &Request, conf: &BridgeConf, host: &mut Netlink, undo: &Undo) {
     if undo.masq {
         let _ = masq::iptables_teardown(&req.name, &req.container_id);
@@ -135,9 +200,9 @@ fn rollback(req: &Request, conf: &BridgeConf, host: &mut Netlink, undo: &Undo) {
             let _ = delegate::call(t, Command::Del, req);
         }
     }
-    if let Some(index) = undo.host_veth {
+    if let Some(name) = &undo.host_veth {
         // Deleting one end removes the pair.
-        let _ = host.del_link(index);
+        let _ = host.del_link_by_name(name);
     }
 }
 
@@ -147,49 +212,35 @@ fn add_attached(
     conf: &BridgeConf,
     home: &NetNs,
     host: &mut Netlink,
-    ctr: &mut Netlink,
     ctr_ns: &NetNs,
-    br: Link,
+    bridge: Bridge,
+    host_name: String,
     undo: &mut Undo,
 ) -> Result<CniResult> {
-    // The veth, its peer created directly in the container namespace.
-    let mut host_name = random_veth_name();
-    let mut attempts = 0;
-    loop {
-        let spec = VethSpec {
-            host_name: &host_name,
-            peer_name: &req.ifname,
-            peer_netns: std::os::fd::AsFd::as_fd(ctr_ns),
-            mtu: conf.mtu,
-            peer_mac: conf.mac.map(|m| m.to_vec()),
-        };
-        match host.create_veth(&spec) {
-            Ok(()) => break,
-            Err(e) if e.errno() == Some(Errno::EEXIST) && attempts < 10 => {
-                // Either name may be taken; the container's was checked, so
-                // it is the host side: try another.
-                attempts += 1;
-                host_name = random_veth_name();
-            }
-            Err(e) => return Err(BridgeError::Other(format!("failed to create veth: {e}"))),
-        }
-    }
-    let hv = host
-        .link_by_name(&host_name)
-        .map_err(nl("look up the host veth"))?
-        .ok_or_else(|| BridgeError::Other(format!("host veth {host_name} vanished")))?;
-    undo.host_veth = Some(hv.index);
-    host.set_up(hv.index)
-        .map_err(nl(format!("set {host_name} up")))?;
+    let br = bridge.link;
     let _ = sysctl::write(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0");
-    host.set_master(hv.index, br.index).map_err(nl(format!(
-        "failed to connect {host_name} to bridge {}",
-        conf.bridge
-    )))?;
-    host.set_port_flags(hv.index, conf.hairpin, conf.port_isolation.then_some(true))
-        .map_err(nl(format!("failed to set port flags of {host_name}")))?;
-    setup_vlans(host, conf, hv.index)?;
+    // Hairpin and isolation off are the kernel's defaults for a new port.
+    if conf.hairpin || conf.port_isolation || conf.vlan != 0 || !conf.vlan_trunk.is_empty() {
+        let hv = host
+            .link_by_name(&host_name)
+            .map_err(nl("look up the host veth"))?
+            .ok_or_else(|| BridgeError::Other(format!("host veth {host_name} vanished")))?;
+        host.set_port_flags(hv.index, conf.hairpin, conf.port_isolation.then_some(true))
+            .map_err(nl(format!("failed to set port flags of {host_name}")))?;
+        setup_vlans(host, conf, hv.index)?;
+    }
 
+    // One visit to the container namespace: its socket, and the interface's
+    // sysctls that do not depend on the addresses (the reference writes them
+    // before addressing it, and only with IPAM).
+    let mut ctr = ctr_ns
+        .run(home, || {
+            if conf.ipam_type.is_some() {
+                interface_sysctls(conf, &req.ifname);
+            }
+            Netlink::open()
+        })?
+        .map_err(nl("open netlink in the container namespace"))?;
     let ci = ctr
         .link_by_name(&req.ifname)
         .map_err(nl("look up the container interface"))?
@@ -205,7 +256,6 @@ fn add_attached(
             },
             Interface {
                 name: host_name.clone(),
-                mac: hv.mac_text(),
                 ..Interface::default()
             },
             Interface {
@@ -240,7 +290,7 @@ fn add_attached(
         result.ips = ipam.ips;
         result.routes = ipam.routes;
         let gateways = calc_gateways(conf, &mut result);
-        configure_container(conf, req, home, ctr_ns, ctr, ci.index, &result)?;
+        configure_container(conf, req, home, ctr_ns, &mut ctr, ci.index, &result)?;
         if conf.is_gateway {
             // With a VLAN the gateway lives on `<bridge>.<vlan>`, shared by
             // every pod of that VLAN (and, like the bridge, never removed).
@@ -277,22 +327,27 @@ fn add_attached(
             .map_err(nl(format!("failed to set {:?} up", req.ifname)))?;
     }
 
-    if !conf.disable_container_interface {
-        wait_port_forwarding(host, hv.index)?;
-    }
-    // Both MACs may have changed since: the bridge's when it got its first
-    // port or an address, the host veth's after enslaving (plugins#805).
-    if let Some(l) = host
-        .link_by_index(hv.index)
-        .map_err(nl("look up the host veth"))?
-    {
-        result.interfaces[1].mac = l.mac_text();
-    }
-    if let Some(l) = host
-        .link_by_index(br.index)
-        .map_err(nl("look up the bridge"))?
-    {
-        result.interfaces[0].mac = l.mac_text();
+    // The host veth's MAC is read last: it may change when it is enslaved
+    // (plugins#805).
+    let hv = if conf.disable_container_interface {
+        host.link_by_name(&host_name)
+            .map_err(nl("look up the host veth"))?
+            .ok_or_else(|| BridgeError::Other(format!("host veth {host_name} vanished")))?
+    } else {
+        wait_port_forwarding(host, &host_name)?
+    };
+    result.interfaces[1].mac = hv.mac_text();
+    // The bridge's MAC may have changed since it was read: unless pinned
+    // (created here, or by any gateway ADD), it follows its lowest port
+    // MAC, which is ours when ours is lower or its first one (a bridge with
+    // no port up has no carrier).
+    if !bridge.created && (!br.oper_up || hv.mac < br.mac) {
+        if let Some(l) = host
+            .link_by_index(br.index)
+            .map_err(nl("look up the bridge"))?
+        {
+            result.interfaces[0].mac = l.mac_text();
+        }
     }
     // HEAD semantics: the IPAM's DNS unless the configuration sets one.
     result.dns = if !conf.dns.is_empty() {
@@ -404,34 +459,31 @@ fn configure_container(
 ) -> Result<()> {
     let ifname = &req.ifname;
     let has_v6 = result.ips.iter().any(|i| i.address.is_ipv6());
-    ctr_ns.run(home, || {
-        let v6 = format!("net/ipv6/conf/{ifname}");
-        if conf.enable_dad {
-            let _ = sysctl::write(&format!("{v6}/enhanced_dad"), "1");
-            let _ = sysctl::write(&format!("{v6}/accept_dad"), "1");
-        } else {
-            let _ = sysctl::write(&format!("{v6}/accept_dad"), "0");
-        }
-        let _ = sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
-        if has_v6 {
+    if has_v6 {
+        ctr_ns.run(home, || {
             for dev in ["lo", ifname.as_str()] {
                 let _ = sysctl::ensure(&format!("net/ipv6/conf/{dev}/disable_ipv6"), "0");
             }
-            let _ = sysctl::write(&format!("{v6}/keep_addr_on_down"), "1");
-        }
-    })?;
-    for ip in &result.ips {
-        ctr.add_addr(index, ip.address).map_err(|e| {
-            BridgeError::Other(format!(
-                "failed to add IP addr {} to {ifname:?}: {e}",
-                ip.address
-            ))
+            let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/keep_addr_on_down"), "1");
         })?;
     }
-    ctr.set_up(index)
-        .map_err(nl(format!("failed to set {ifname:?} up")))?;
+    // Addresses, then up, in one batch: after a failure the rest does no
+    // harm, as the rollback deletes the interface.
+    let mut batch: Vec<NlRequest> = result
+        .ips
+        .iter()
+        .map(|ip| {
+            add_addr_request(index, ip.address).context(&format!(
+                "failed to add IP addr {} to {ifname:?}",
+                ip.address
+            ))
+        })
+        .collect();
+    batch.push(set_up_request(index).context(&format!("failed to set {ifname:?} up")));
     if conf.enable_dad && has_v6 {
+        run_batch(ctr, batch)?;
         settle_addresses(ctr, index, ifname)?;
+        batch = Vec::new();
     }
     let gw_of = |v4: bool| {
         result
@@ -448,15 +500,34 @@ fn configure_container(
         spec.scope = r.scope.and_then(|v| u8::try_from(v).ok());
         spec.mtu = r.mtu.and_then(|v| u32::try_from(v).ok());
         spec.advmss = r.advmss.and_then(|v| u32::try_from(v).ok());
-        ctr.add_route(&spec).map_err(|e| {
-            let via = gw.map(|g| format!(" via {g}")).unwrap_or_default();
-            BridgeError::Other(format!(
-                "failed to add route '{}{via} dev {ifname}': {e}",
-                r.dst
-            ))
-        })?;
+        let via = gw.map(|g| format!(" via {g}")).unwrap_or_default();
+        batch.push(add_route_request(&spec).context(&format!(
+            "failed to add route '{}{via} dev {ifname}'",
+            r.dst
+        )));
     }
-    Ok(())
+    run_batch(ctr, batch)
+}
+
+/// Runs a batch whose requests carry their context.
+fn run_batch(ctr: &mut Netlink, batch: Vec<NlRequest>) -> Result<()> {
+    ctr.batch(batch).map_err(|e| match e {
+        e @ NetlinkError::Kernel { .. } => BridgeError::Other(e.to_string()),
+        e => BridgeError::netlink("configure the container interface")(e),
+    })
+}
+
+/// The container interface's sysctls that do not depend on its addresses,
+/// written from inside its namespace.
+fn interface_sysctls(conf: &BridgeConf, ifname: &str) {
+    let v6 = format!("net/ipv6/conf/{ifname}");
+    if conf.enable_dad {
+        let _ = sysctl::write(&format!("{v6}/enhanced_dad"), "1");
+        let _ = sysctl::write(&format!("{v6}/accept_dad"), "1");
+    } else {
+        let _ = sysctl::write(&format!("{v6}/accept_dad"), "0");
+    }
+    let _ = sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
 }
 
 /// Waits (5 s at most) until no IPv6 address is tentative; fails on a
@@ -487,21 +558,23 @@ fn settle_addresses(ctr: &mut Netlink, index: u32, ifname: &str) -> Result<()> {
 
 /// Waits until the host port is operationally up (the bridge forwards on
 /// it only then; plugins#468), polling briefly rather than sleeping.
-fn wait_port_forwarding(host: &mut Netlink, index: u32) -> Result<()> {
+/// Returns the port as last read.
+fn wait_port_forwarding(host: &mut Netlink, name: &str) -> Result<Link> {
     let deadline = Instant::now() + Duration::from_millis(2500);
     let mut pause = Duration::from_millis(1);
     loop {
         let l = host
-            .link_by_index(index)
+            .link_by_name(name)
             .map_err(nl("look up the host veth"))?;
-        if l.as_ref().is_some_and(|l| l.oper_up) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(BridgeError::Other(format!(
-                "bridge port in error state: {}",
-                if l.is_some() { "down" } else { "gone" }
-            )));
+        match l {
+            Some(l) if l.oper_up => return Ok(l),
+            _ if Instant::now() >= deadline => {
+                return Err(BridgeError::Other(format!(
+                    "bridge port in error state: {}",
+                    if l.is_some() { "down" } else { "gone" }
+                )))
+            }
+            _ => {}
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
@@ -530,6 +603,9 @@ fn ensure_vlan_interface(
             peer_netns: std::os::fd::AsFd::as_fd(home),
             mtu: conf.mtu,
             peer_mac: None,
+            master: None,
+            up: false,
+            single_queue: false,
         })
         .map_err(|e| fail(e.to_string()))?;
         let p = host

@@ -13,18 +13,13 @@ use std::path::Path;
 
 use super::{nl, Result};
 
-/// Deletes the container's interface, if it is still there.
+/// Deletes the container's interface, if it is still there: one request by
+/// name, no lookup first.
 fn remove_container_link(ns: &NetNs, home: &NetNs, ifname: &str) -> Result<()> {
     let mut ctr = ns
         .run(home, Netlink::open)?
         .map_err(nl("open netlink in the container namespace"))?;
-    let Some(l) = ctr
-        .link_by_name(ifname)
-        .map_err(nl("look up the container interface"))?
-    else {
-        return Ok(());
-    };
-    match ctr.del_link(l.index) {
+    match ctr.del_link_by_name(ifname) {
         Err(e) if e.errno() != Some(Errno::ENODEV) => Err(BridgeError::Other(format!(
             "failed to delete {ifname:?}: {e}"
         ))),

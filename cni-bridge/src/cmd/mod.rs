@@ -2,6 +2,11 @@
 //! follows the reference (section 3.2 of our notes, HEAD variant), with a
 //! rollback the reference lacks: an ADD that fails after the veth exists
 //! removes it, its masquerade and spoof-check rules, and its IPAM lease.
+//! Where the kernel takes several steps in one request, ADD merges them: the
+//! veth is created up and enslaved, the container's addresses, up and routes
+//! go in one batch, and the container interface's sysctls that do not depend
+//! on its addresses are written in the same visit to its namespace as the
+//! socket is opened (before IPAM, not after: the end state is the same).
 
 mod add;
 mod check;

@@ -1,6 +1,6 @@
 //! Addresses: list, add, delete.
 
-use super::{Netlink, Result};
+use super::{Netlink, Request, Result};
 use ipnetwork::IpNetwork;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
@@ -36,6 +36,22 @@ fn addr_msg(index: u32, net: IpNetwork) -> AddressMessage {
     m.attributes.push(AddressAttribute::Local(net.ip()));
     m.attributes.push(AddressAttribute::Address(net.ip()));
     m
+}
+
+/// The request of [`Netlink::add_addr`], for a [`Netlink::batch`].
+pub(crate) fn add_addr_request(index: u32, net: IpNetwork) -> Request {
+    let mut m = addr_msg(index, net);
+    if let IpNetwork::V4(v4) = net {
+        if v4.prefix() < 31 {
+            m.attributes
+                .push(AddressAttribute::Broadcast(v4.broadcast()));
+        }
+    }
+    Request {
+        op: format!("add address {net} to {index}"),
+        msg: RouteNetlinkMessage::NewAddress(m),
+        flags: NLM_F_CREATE | NLM_F_EXCL,
+    }
 }
 
 impl Netlink {
@@ -95,18 +111,7 @@ impl Netlink {
     /// # Errors
     /// The kernel refuses (`EEXIST` when present).
     pub fn add_addr(&mut self, index: u32, net: IpNetwork) -> Result<()> {
-        let mut m = addr_msg(index, net);
-        if let IpNetwork::V4(v4) = net {
-            if v4.prefix() < 31 {
-                m.attributes
-                    .push(AddressAttribute::Broadcast(v4.broadcast()));
-            }
-        }
-        self.ack(
-            || format!("add address {net} to {index}"),
-            RouteNetlinkMessage::NewAddress(m),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
+        self.run(add_addr_request(index, net))
     }
 
     /// `ip addr del <net> dev <index>`.

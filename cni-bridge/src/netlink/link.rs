@@ -1,11 +1,11 @@
 //! Links: read, create (bridge, veth), change, delete.
 
-use super::{Netlink, Result};
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use super::{link_decode, Netlink, Request, Result};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use netlink_packet_route::link::{
     AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData,
     InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage, State,
+    LinkMessage,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -50,51 +50,6 @@ pub fn mac_string(mac: &[u8]) -> String {
 }
 
 impl Link {
-    fn from_message(m: &LinkMessage) -> Link {
-        let mut l = Link {
-            index: m.header.index,
-            up: m.header.flags.contains(LinkFlags::Up),
-            ..Link::default()
-        };
-        for a in &m.attributes {
-            match a {
-                LinkAttribute::IfName(n) => l.name = n.clone(),
-                LinkAttribute::Address(mac) => l.mac = mac.clone(),
-                LinkAttribute::Mtu(v) => l.mtu = *v,
-                LinkAttribute::Controller(v) => l.master = Some(*v),
-                LinkAttribute::Promiscuity(v) => l.promiscuity = *v,
-                LinkAttribute::OperState(s) => l.oper_up = *s == State::Up,
-                LinkAttribute::Link(v) => l.peer_index = Some(*v),
-                LinkAttribute::LinkInfo(infos) => {
-                    for i in infos {
-                        match i {
-                            LinkInfo::Kind(k) => l.kind = Some(k.to_string()),
-                            LinkInfo::Data(InfoData::Bridge(b)) => {
-                                for x in b {
-                                    if let InfoBridge::VlanFiltering(v) = x {
-                                        l.vlan_filtering = Some(*v);
-                                    }
-                                }
-                            }
-                            LinkInfo::PortData(InfoPortData::BridgePort(p)) => {
-                                for x in p {
-                                    match x {
-                                        InfoBridgePort::HairpinMode(v) => l.hairpin = Some(*v),
-                                        InfoBridgePort::Isolated(v) => l.isolated = Some(*v),
-                                        _ => {}
-                                    }
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        l
-    }
-
     /// The MAC as text.
     pub fn mac_text(&self) -> String {
         mac_string(&self.mac)
@@ -115,6 +70,27 @@ pub struct VethSpec<'a> {
     pub mtu: u32,
     /// The peer's MAC, if set.
     pub peer_mac: Option<Vec<u8>>,
+    /// The bridge to enslave the host side to, in the same request.
+    pub master: Option<u32>,
+    /// Create the host side up (the peer stays down).
+    pub up: bool,
+    /// One TX and one RX queue on each end. The kernel's default is one per
+    /// CPU, of which it then uses one; shrinking the count of a registered
+    /// device waits for an RCU grace period under the RTNL lock, twice per
+    /// pair. Either way one queue of each kind is in use.
+    pub single_queue: bool,
+}
+
+/// The request of [`Netlink::set_up`], for a [`Netlink::batch`].
+pub(crate) fn set_up_request(index: u32) -> Request {
+    let mut m = link_msg(index);
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    Request {
+        op: format!("set link {index} up"),
+        msg: RouteNetlinkMessage::SetLink(m),
+        flags: 0,
+    }
 }
 
 fn link_msg(index: u32) -> LinkMessage {
@@ -143,11 +119,8 @@ impl Netlink {
     }
 
     fn get_link(&mut self, m: LinkMessage, op: impl Fn() -> String) -> Result<Option<Link>> {
-        match self.request(&op, RouteNetlinkMessage::GetLink(m), 0) {
-            Ok(replies) => Ok(replies.iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
-                _ => None,
-            })),
+        match self.request_raw(&op, RouteNetlinkMessage::GetLink(m), 0) {
+            Ok(replies) => link_decode::links(&replies).next().transpose(),
             Err(e) if matches!(e.errno(), Some(nix::errno::Errno::ENODEV)) => Ok(None),
             Err(e) => Err(e),
         }
@@ -158,17 +131,12 @@ impl Netlink {
     /// # Errors
     /// The dump fails.
     pub fn links(&mut self) -> Result<Vec<Link>> {
-        let replies = self.dump(
+        let replies = self.request_raw(
             || "list links".into(),
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
         )?;
-        Ok(replies
-            .iter()
-            .filter_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(Link::from_message(l)),
-                _ => None,
-            })
-            .collect())
+        link_decode::links(&replies).collect()
     }
 
     /// `ip link add <name> type bridge [mtu N] [vlan_filtering 1]`; an
@@ -210,8 +178,8 @@ impl Netlink {
         }
     }
 
-    /// `ip link add <host> [mtu N] type veth peer name <peer> netns <fd>
-    /// [address MAC]`.
+    /// `ip link add <host> [mtu N] [master M] [up] type veth peer name <peer>
+    /// netns <fd> [address MAC]`, in one request.
     ///
     /// # Errors
     /// The kernel refuses (`EEXIST` when a name is taken).
@@ -227,11 +195,28 @@ impl Netlink {
         if let Some(mac) = &spec.peer_mac {
             peer.attributes.push(LinkAttribute::Address(mac.clone()));
         }
+        if spec.single_queue {
+            peer.attributes.push(LinkAttribute::NumTxQueues(1));
+            peer.attributes.push(LinkAttribute::NumRxQueues(1));
+        }
         let mut m = LinkMessage::default();
+        if spec.up {
+            m.header.flags = LinkFlags::Up;
+            m.header.change_mask = LinkFlags::Up;
+        }
         m.attributes
             .push(LinkAttribute::IfName(spec.host_name.to_string()));
         if spec.mtu != 0 {
             m.attributes.push(LinkAttribute::Mtu(spec.mtu));
+        }
+        if spec.single_queue {
+            m.attributes.push(LinkAttribute::NumTxQueues(1));
+            m.attributes.push(LinkAttribute::NumRxQueues(1));
+        }
+        if let Some(master) = spec.master {
+            // The kernel enslaves a new link after registering it, and
+            // unregisters it again when that fails.
+            m.attributes.push(LinkAttribute::Controller(master));
         }
         m.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
@@ -253,10 +238,7 @@ impl Netlink {
     /// # Errors
     /// The kernel refuses.
     pub fn set_up(&mut self, index: u32) -> Result<()> {
-        let mut m = link_msg(index);
-        m.header.flags = LinkFlags::Up;
-        m.header.change_mask = LinkFlags::Up;
-        self.set(|| format!("set link {index} up"), m)
+        self.run(set_up_request(index))
     }
 
     /// `ip link set <index> down`.
@@ -364,6 +346,20 @@ impl Netlink {
             )]));
         self.ack(
             || format!("delete vlan {vid} from port {index}"),
+            RouteNetlinkMessage::DelLink(m),
+            0,
+        )
+    }
+
+    /// `ip link del <name>`, in one request (no lookup first).
+    ///
+    /// # Errors
+    /// The kernel refuses (`ENODEV` when there is no such link).
+    pub fn del_link_by_name(&mut self, name: &str) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.ack(
+            || format!("delete link {name}"),
             RouteNetlinkMessage::DelLink(m),
             0,
         )

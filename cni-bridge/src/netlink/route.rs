@@ -1,6 +1,6 @@
 //! Routes: add and list.
 
-use super::{Netlink, Result};
+use super::{Netlink, Request, Result};
 use ipnetwork::IpNetwork;
 use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE};
 use netlink_packet_route::route::{
@@ -47,6 +47,64 @@ impl RouteSpec {
     }
 }
 
+/// The request of [`Netlink::add_route`], for a [`Netlink::batch`].
+pub(crate) fn add_route_request(r: &RouteSpec) -> Request {
+    let v4 = r.dst.is_ipv4();
+    let mut m = RouteMessage::default();
+    m.header = RouteHeader {
+        address_family: if v4 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        },
+        destination_prefix_length: r.dst.prefix(),
+        table: RouteHeader::RT_TABLE_MAIN,
+        protocol: RouteProtocol::Boot,
+        scope: match r.scope {
+            Some(s) => RouteScope::from(s),
+            None if r.gw.is_none() => RouteScope::Link,
+            None => RouteScope::Universe,
+        },
+        kind: RouteType::Unicast,
+        ..m.header
+    };
+    if r.dst.prefix() > 0 {
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                r.dst.network(),
+            )));
+    }
+    if let Some(gw) = r.gw {
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+    }
+    m.attributes.push(RouteAttribute::Oif(r.oif));
+    if let Some(p) = r.priority {
+        m.attributes.push(RouteAttribute::Priority(p));
+    }
+    if let Some(t) = r.table {
+        m.attributes.push(RouteAttribute::Table(t));
+    }
+    let mut metrics = Vec::new();
+    if let Some(v) = r.mtu {
+        metrics.push(RouteMetric::Mtu(v));
+    }
+    if let Some(v) = r.advmss {
+        metrics.push(RouteMetric::Advmss(v));
+    }
+    if !metrics.is_empty() {
+        m.attributes.push(RouteAttribute::Metrics(metrics));
+    }
+    Request {
+        op: match r.gw {
+            Some(gw) => format!("add route {} via {gw} dev {}", r.dst, r.oif),
+            None => format!("add route {} dev {}", r.dst, r.oif),
+        },
+        msg: RouteNetlinkMessage::NewRoute(m),
+        flags: NLM_F_CREATE | NLM_F_APPEND,
+    }
+}
+
 impl Netlink {
     /// `ip route append <dst> [via <gw>] dev <oif> ...` (appending, so
     /// equal-cost routes coexist as the reference's do).
@@ -54,60 +112,7 @@ impl Netlink {
     /// # Errors
     /// The kernel refuses.
     pub fn add_route(&mut self, r: &RouteSpec) -> Result<()> {
-        let v4 = r.dst.is_ipv4();
-        let mut m = RouteMessage::default();
-        m.header = RouteHeader {
-            address_family: if v4 {
-                AddressFamily::Inet
-            } else {
-                AddressFamily::Inet6
-            },
-            destination_prefix_length: r.dst.prefix(),
-            table: RouteHeader::RT_TABLE_MAIN,
-            protocol: RouteProtocol::Boot,
-            scope: match r.scope {
-                Some(s) => RouteScope::from(s),
-                None if r.gw.is_none() => RouteScope::Link,
-                None => RouteScope::Universe,
-            },
-            kind: RouteType::Unicast,
-            ..m.header
-        };
-        if r.dst.prefix() > 0 {
-            m.attributes
-                .push(RouteAttribute::Destination(RouteAddress::from(
-                    r.dst.network(),
-                )));
-        }
-        if let Some(gw) = r.gw {
-            m.attributes
-                .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
-        }
-        m.attributes.push(RouteAttribute::Oif(r.oif));
-        if let Some(p) = r.priority {
-            m.attributes.push(RouteAttribute::Priority(p));
-        }
-        if let Some(t) = r.table {
-            m.attributes.push(RouteAttribute::Table(t));
-        }
-        let mut metrics = Vec::new();
-        if let Some(v) = r.mtu {
-            metrics.push(RouteMetric::Mtu(v));
-        }
-        if let Some(v) = r.advmss {
-            metrics.push(RouteMetric::Advmss(v));
-        }
-        if !metrics.is_empty() {
-            m.attributes.push(RouteAttribute::Metrics(metrics));
-        }
-        self.ack(
-            || match r.gw {
-                Some(gw) => format!("add route {} via {gw} dev {}", r.dst, r.oif),
-                None => format!("add route {} dev {}", r.dst, r.oif),
-            },
-            RouteNetlinkMessage::NewRoute(m),
-            NLM_F_CREATE | NLM_F_APPEND,
-        )
+        self.run(add_route_request(r))
     }
 
     /// Routes of one family in the main table.
