@@ -187,6 +187,19 @@ pub(crate) fn time_target(name: &'static str, ra: Option<f64>, text: &str) -> Ta
     }
 }
 
+/// A target on a floor-table row: ours ÷ floor at most `limit`.
+pub(crate) fn floor_target(name: &'static str, row: Option<&FloorRow>, limit: f64) -> Target {
+    let text = format!("ours ÷ floor ≤ {limit}×");
+    match row.and_then(FloorRow::ours_over_floor) {
+        Some(over) => Target {
+            name,
+            text: format!("{text}: {}", fmt_ratio(over)),
+            met: Some(over <= limit),
+        },
+        None => failed_target(name, &text),
+    }
+}
+
 pub(crate) fn sum_pairs(v: &[(Duration, Duration)]) -> Vec<Duration> {
     v.iter().map(|(a, d)| *a + *d).collect()
 }
