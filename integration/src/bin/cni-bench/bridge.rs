@@ -58,7 +58,7 @@ use crate::netns::*;
 use crate::plugin::*;
 use crate::report::*;
 use crate::rss_probe::RSS_RUNS;
-use crate::{usage, Res};
+use crate::Res;
 use floor::KernelFloor;
 use measure::*;
 use side::*;
@@ -90,14 +90,7 @@ pub(crate) fn parse_bridge_opts(args: &[OsString]) -> Res<BridgeOpts> {
         masq_iterations: 0,
     };
     let mut masq = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let name = arg.to_str().unwrap_or("");
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    for_each_option(args, |name, value| {
         match name {
             "--ours" => opts.ours = PathBuf::from(value()?),
             "--ref" => opts.reference = PathBuf::from(value()?),
@@ -110,9 +103,10 @@ pub(crate) fn parse_bridge_opts(args: &[OsString]) -> Res<BridgeOpts> {
                         .ok_or_else(|| format!("{name}: expected an integer, got {v:?}"))?,
                 );
             }
-            _ => return Err(format!("unknown argument {arg:?}\n{}", usage())),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     opts.masq_iterations = masq.unwrap_or_else(|| opts.iterations.div_ceil(4));
     Ok(opts)
 }

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use crate::netns::*;
 use crate::plugin::*;
 use crate::report::*;
-use crate::{usage, Res};
+use crate::Res;
 use client::*;
 use env::*;
 
@@ -81,14 +81,7 @@ pub(crate) fn parse_cri_opts(args: &[OsString]) -> Res<CriOpts> {
         clients: CRI_DEFAULT_CLIENTS,
         seconds: CRI_DEFAULT_SECONDS,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let name = arg.to_str().unwrap_or("");
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    for_each_option(args, |name, value| {
         match name {
             "--ours" => opts.ours = PathBuf::from(value()?),
             "--iterations" => opts.iterations = parse_count(name, &value()?)?,
@@ -101,9 +94,10 @@ pub(crate) fn parse_cri_opts(args: &[OsString]) -> Res<CriOpts> {
                     _ => return Err(format!("{name}: expected seconds in (0, 600], got {v:?}")),
                 };
             }
-            _ => return Err(format!("unknown argument {arg:?}\n{}", usage())),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     Ok(opts)
 }
 

@@ -23,7 +23,7 @@ const B_SLOWDOWN_TARGET: f64 = 1.2;
 const C_SPEEDUP_TARGET: f64 = 4.0;
 /// (d) our peak RSS of one ADD.
 const D_RSS_TARGET_KIB: u64 = 1024;
-use crate::{usage, Res};
+use crate::Res;
 use full_range::{bench_full_range, USABLE_16};
 
 pub(crate) const DEFAULT_ITERATIONS: usize = 200;
@@ -52,14 +52,7 @@ pub(crate) fn parse_opts(args: &[OsString]) -> Res<Opts> {
     };
     let mut full_given = false;
     let mut iter_given = false;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let name = arg.to_str().unwrap_or("");
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    for_each_option(args, |name, value| {
         match name {
             "--ours" => opts.ours = PathBuf::from(value()?),
             "--ref" => opts.reference = PathBuf::from(value()?),
@@ -71,9 +64,10 @@ pub(crate) fn parse_opts(args: &[OsString]) -> Res<Opts> {
                 opts.full_iterations = parse_count(name, &value()?)?;
                 full_given = true;
             }
-            _ => return Err(format!("unknown argument {arg:?}\n{}", usage())),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     if iter_given && !full_given {
         opts.full_iterations = opts.iterations.div_ceil(4);
     }

@@ -26,6 +26,27 @@ pub(crate) fn parse_count(name: &str, v: &OsString) -> Res<usize> {
     }
 }
 
+/// Walks `--name value` options: `apply(name, value)` takes one (calling
+/// `value` for its argument) and returns `false` for a name it does not know.
+pub(crate) fn for_each_option(
+    args: &[OsString],
+    mut apply: impl FnMut(&str, &mut dyn FnMut() -> Res<OsString>) -> Res<bool>,
+) -> Res<()> {
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let name = arg.to_str().unwrap_or("");
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        if !apply(name, &mut value)? {
+            return Err(format!("unknown argument {arg:?}\n{}", crate::usage()));
+        }
+    }
+    Ok(())
+}
+
 /// Resolves `<dir>/<name>` to an absolute path to an executable file, or a clear error.
 pub(crate) fn plugin_path(dir: &Path, name: &str, which: &str) -> Res<PathBuf> {
     let path = dir.join(name);

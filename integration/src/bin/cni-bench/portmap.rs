@@ -37,7 +37,7 @@ use crate::bridge_worker::{Call, Worker};
 use crate::netns::*;
 use crate::plugin::*;
 use crate::report::*;
-use crate::{usage, Res};
+use crate::Res;
 
 pub(crate) const PM_DEFAULT_ITERATIONS: usize = 100;
 pub(crate) const PM_DEFAULT_CONNTRACK_ENTRIES: usize = 1000;
@@ -71,14 +71,7 @@ pub(crate) fn parse_portmap_opts(args: &[OsString]) -> Res<PortmapOpts> {
         iterations: PM_DEFAULT_ITERATIONS,
         conntrack_entries: PM_DEFAULT_CONNTRACK_ENTRIES,
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let name = arg.to_str().unwrap_or("");
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    for_each_option(args, |name, value| {
         match name {
             "--ours" => opts.ours = PathBuf::from(value()?),
             "--ref" => opts.reference = PathBuf::from(value()?),
@@ -91,9 +84,10 @@ pub(crate) fn parse_portmap_opts(args: &[OsString]) -> Res<PortmapOpts> {
                     .filter(|&n| n < 60_000)
                     .ok_or_else(|| format!("{name}: expected an integer below 60000, got {v:?}"))?;
             }
-            _ => return Err(format!("unknown argument {arg:?}\n{}", usage())),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     Ok(opts)
 }
 
