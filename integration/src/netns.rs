@@ -432,6 +432,33 @@ impl Netns {
         v.into_iter().filter(|l| l.contains("CNI-")).collect()
     }
 
+    /// The nat rules of portmap attachments (their `CNI-DN-` chains and the
+    /// `dnat name` entry rules), both families: empty once every pod is gone.
+    pub fn portmap_attachment_rules(&self) -> Vec<String> {
+        self.cni_nat_rules()
+            .into_iter()
+            .filter(|r| r.contains("CNI-DN-") || r.contains("dnat name"))
+            .collect()
+    }
+
+    /// Accepts RELATED,ESTABLISHED in `tool`'s (`iptables` or `ip6tables`)
+    /// INPUT chain: a stateful rule, as every real node has, which is what
+    /// turns connection tracking on in this namespace.
+    pub fn accept_established(&self, tool: &str) {
+        self.sh(&[
+            tool,
+            "-w",
+            "-A",
+            "INPUT",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ]);
+    }
+
     /// `nft -j list ruleset`: the array under `nftables`.
     pub fn nft(&self) -> Vec<Value> {
         let out = self.sh(&["nft", "-j", "list", "ruleset"]);

@@ -246,18 +246,7 @@ impl Uplinked {
             "nodad",
         ]);
         for tool in ["iptables", "ip6tables"] {
-            node.sh(&[
-                tool,
-                "-w",
-                "-A",
-                "INPUT",
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "RELATED,ESTABLISHED",
-                "-j",
-                "ACCEPT",
-            ]);
+            node.accept_established(tool);
         }
         node.sh(&[
             "sh",

@@ -98,12 +98,7 @@ async fn host_port_pod(portmap: &str) {
     })
     .await
     .unwrap();
-    let left: Vec<String> = cd
-        .ns
-        .cni_nat_rules()
-        .into_iter()
-        .filter(|r| r.contains("CNI-DN-") || r.contains("dnat name"))
-        .collect();
+    let left = cd.ns.portmap_attachment_rules();
     assert_eq!(
         left,
         Vec::<String>::new(),

@@ -86,12 +86,7 @@ fn critest_on(chain: &str, cni_bin_dir: PathBuf) {
         whole()
     );
     // critest removed its pods: their DNAT chains and addresses went too.
-    let left: Vec<String> = cd
-        .ns
-        .cni_nat_rules()
-        .into_iter()
-        .filter(|r| r.contains("CNI-DN-") || r.contains("dnat name"))
-        .collect();
+    let left = cd.ns.portmap_attachment_rules();
     assert_eq!(left, Vec::<String>::new(), "{chain}: rules left");
     assert!(cd.ipam().ips().is_empty(), "{chain}: reservations left");
 }

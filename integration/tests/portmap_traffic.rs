@@ -321,18 +321,7 @@ fn stale_udp_conntrack_entries_are_flushed_on_add() {
     // A real node already has stateful rules (kube-proxy, a firewall's
     // ESTABLISHED accept), which is what turns connection tracking on in
     // its namespace.
-    n.host.ns.sh(&[
-        "iptables",
-        "-w",
-        "-A",
-        "INPUT",
-        "-m",
-        "conntrack",
-        "--ctstate",
-        "RELATED,ESTABLISHED",
-        "-j",
-        "ACCEPT",
-    ]);
+    n.host.ns.accept_established("iptables");
     // A UDP flow to the node's port before the port is published: the node
     // has no listener, and conntrack remembers the flow untranslated.
     for _ in 0..2 {
