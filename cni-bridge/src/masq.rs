@@ -256,28 +256,11 @@ fn nft_comment(network: &str, ifname: &str, container_id: &str) -> String {
 
 /// Handles and comments of the rules in `masq_checks`.
 fn nft_rules() -> Result<Vec<(u64, String)>, String> {
-    let text = match run(
-        "nft",
-        &["-j", "list", "chain", "inet", NFT_TABLE, "masq_checks"],
-        None,
-    ) {
-        Ok(t) => t,
-        // No table yet: no rules.
-        Err(e) if e.contains("No such file or directory") || e.contains("does not exist") => {
-            return Ok(Vec::new())
-        }
-        Err(e) => return Err(e),
-    };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("nft -j output: {e}"))?;
-    let mut out = Vec::new();
-    for item in v["nftables"].as_array().into_iter().flatten() {
-        let rule = &item["rule"];
-        if let (Some(h), Some(c)) = (rule["handle"].as_u64(), rule["comment"].as_str()) {
-            out.push((h, c.to_string()));
-        }
-    }
-    Ok(out)
+    let rules = crate::tools::nft_rules(&["chain", "inet", NFT_TABLE, "masq_checks"])?;
+    Ok(rules
+        .iter()
+        .filter_map(|r| Some((r["handle"].as_u64()?, r["comment"].as_str()?.to_string())))
+        .collect())
 }
 
 /// Sets up nftables masquerade for `ips`, replacing stale rules of the

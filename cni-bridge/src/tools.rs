@@ -128,3 +128,30 @@ pub fn restore_nat(restore: &str, body: &str) -> Result<(), String> {
     let input = format!("*nat\n{body}COMMIT\n");
     run(restore, &["-w", "--noflush"], Some(&input)).map(|_| ())
 }
+
+/// The rules `nft -j list <what>` prints, as the JSON objects under their
+/// `rule` keys; none when the table or chain does not exist (yet).
+///
+/// # Errors
+/// `nft` fails otherwise, or prints something that is not JSON.
+pub fn nft_rules(what: &[&str]) -> Result<Vec<serde_json::Value>, String> {
+    let mut args = vec!["-j", "list"];
+    args.extend_from_slice(what);
+    let text = match run("nft", &args, None) {
+        Ok(t) => t,
+        Err(e) if e.contains("No such file or directory") || e.contains("does not exist") => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("nft -j output: {e}"))?;
+    let items = match v["nftables"].as_array_mut() {
+        Some(items) => std::mem::take(items),
+        None => Vec::new(),
+    };
+    Ok(items
+        .into_iter()
+        .filter_map(|mut item| item.get_mut("rule").map(serde_json::Value::take))
+        .collect())
+}

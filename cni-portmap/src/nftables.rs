@@ -14,7 +14,7 @@
 //! finds them. Everything of one family is one `nft -f` transaction.
 
 use crate::config::PortmapConf;
-use crate::tools::{find, run};
+use crate::tools::{find, nft_rules, run};
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 
@@ -39,27 +39,17 @@ fn comment(id: &str) -> String {
 /// The rules of the table's chains that carry a comment: (chain, handle,
 /// comment). No table: none.
 fn commented_rules(family: &str) -> Result<Vec<(String, u64, String)>, String> {
-    let text = match run("nft", &["-j", "list", "table", family, TABLE], None) {
-        Ok(t) => t,
-        Err(e) if e.contains("No such file or directory") || e.contains("does not exist") => {
-            return Ok(Vec::new())
-        }
-        Err(e) => return Err(e),
-    };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("nft -j output: {e}"))?;
-    let mut out = Vec::new();
-    for item in v["nftables"].as_array().into_iter().flatten() {
-        let r = &item["rule"];
-        if let (Some(chain), Some(h), Some(c)) = (
-            r["chain"].as_str(),
-            r["handle"].as_u64(),
-            r["comment"].as_str(),
-        ) {
-            out.push((chain.to_string(), h, c.to_string()));
-        }
-    }
-    Ok(out)
+    let rules = nft_rules(&["table", family, TABLE])?;
+    Ok(rules
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r["chain"].as_str()?.to_string(),
+                r["handle"].as_u64()?,
+                r["comment"].as_str()?.to_string(),
+            ))
+        })
+        .collect())
 }
 
 /// The attachment rules for one container address, as `add rule` lines.
