@@ -32,6 +32,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixStream;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -70,10 +71,13 @@ pub struct Options {
 pub async fn serve(opts: &Options, upstream: Arc<Upstream>) -> Result<()> {
     listen::check_upstream(&upstream.path)?;
     listen::raise_fd_limit();
+    // Handlers first: once the socket exists a supervisor may stop us, and a
+    // SIGTERM before the handler would kill the process with no clean-up.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let listener = bind(&opts.listen, &upstream.path)?;
     tracing::info!(listen = %opts.listen.display(), upstream = %upstream.path.display(), "serving");
     crate::wait::notify_ready();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut conns = JoinSet::new();
     let mut backoff = listen::Backoff::default();
@@ -94,7 +98,7 @@ pub async fn serve(opts: &Options, upstream: Arc<Upstream>) -> Result<()> {
                 Err(e) => tokio::time::sleep(backoff.failed(&e)).await,
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
         }
     }
