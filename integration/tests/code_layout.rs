@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! The code layout of the plugin build (scripts/link-ordered): the symbol
 //! ordering it hands LLD, and the list it is made from.
 
