@@ -35,10 +35,10 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 type Result<T, E = HostLocalError> = std::result::Result<T, E>;
 
@@ -51,6 +51,8 @@ const TMP_PREFIX: &str = ".tmp.";
 const MAX_RESERVATION_LEN: u64 = 4096;
 /// The xattr of a reservation inode listing the attachment's addresses.
 const IPS_XATTR: &str = "user.k8s-shims.ips";
+/// Set once `linkat(AT_EMPTY_PATH)` was refused (no CAP_DAC_READ_SEARCH).
+static NO_EMPTY_PATH_LINK: AtomicBool = AtomicBool::new(false);
 
 /// The text of an OS error the way the reference prints it (`no such file or
 /// directory`).
@@ -309,6 +311,24 @@ impl Store {
     fn link_owner(&self, owner: &OwnerFile, target: &Path) -> Result<(), Errno> {
         match &owner.named {
             None => {
+                // linkat(2): AT_EMPTY_PATH names the open file itself, with
+                // no walk through /proc (a fresh process instantiates its
+                // /proc/<pid>/fd entries on each); it needs
+                // CAP_DAC_READ_SEARCH, else ENOENT, and then /proc it is.
+                if !NO_EMPTY_PATH_LINK.load(Ordering::Relaxed) {
+                    match linkat(
+                        owner.file.as_fd(),
+                        "",
+                        AT_FDCWD,
+                        target,
+                        AtFlags::AT_EMPTY_PATH,
+                    ) {
+                        Err(Errno::ENOENT | Errno::EPERM) => {
+                            NO_EMPTY_PATH_LINK.store(true, Ordering::Relaxed);
+                        }
+                        r => return r,
+                    }
+                }
                 let src = format!("/proc/self/fd/{}", owner.file.as_raw_fd());
                 linkat(
                     AT_FDCWD,
