@@ -157,17 +157,22 @@ pub fn notify_ready() {
 /// # Errors
 /// The notification socket cannot be reached.
 pub fn sd_notify(state: &str) -> Result<()> {
-    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
-        return Ok(());
-    };
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(target) => notify_to(&target.to_string_lossy(), state),
+        None => Ok(()),
+    }
+}
+
+/// Sends `state` to the notification socket `target` (a path, or `@name`
+/// for an abstract socket).
+fn notify_to(target: &str, state: &str) -> Result<()> {
     let sock = std::os::unix::net::UnixDatagram::unbound()?;
-    let target = target.to_string_lossy().into_owned();
     if let Some(name) = target.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt;
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
         sock.send_to_addr(state.as_bytes(), &addr)?;
     } else {
-        sock.send_to(state.as_bytes(), &target)?;
+        sock.send_to(state.as_bytes(), target)?;
     }
     Ok(())
 }
@@ -258,12 +263,24 @@ mod tests {
         assert!(start.elapsed() >= settle + settle, "{:?}", start.elapsed());
     }
 
+    // Through `notify_to`, not by setting NOTIFY_SOCKET: the environment
+    // is the whole process's, and the other tests run on other threads.
     #[test]
     fn unreachable_notify_socket_is_an_error() {
         let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        std::env::set_var("NOTIFY_SOCKET", d.path().join("nobody-listens"));
-        let r = sd_notify("READY=1");
-        std::env::remove_var("NOTIFY_SOCKET");
-        assert!(r.is_err());
+        let nobody = d.path().join("nobody-listens");
+        assert!(notify_to(&nobody.to_string_lossy(), "READY=1").is_err());
+    }
+
+    #[test]
+    fn the_state_reaches_the_notify_socket() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = d.path().join("notify");
+        let systemd = std::os::unix::net::UnixDatagram::bind(&path)
+            .unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+        notify_to(&path.to_string_lossy(), "READY=1").unwrap_or_else(|e| panic!("{e:#}"));
+        let mut buf = [0u8; 64];
+        let n = systemd.recv(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&buf[..n], b"READY=1");
     }
 }

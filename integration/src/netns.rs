@@ -281,6 +281,23 @@ impl Netns {
             .unwrap_or_else(|| panic!("[{}] no link {name}: {:?}", self.name, self.link_names()))
     }
 
+    /// The link `name` once its `operstate` is `state`, or as it is when
+    /// `within` has passed. The kernel's linkwatch sets operstate after a
+    /// carrier change up to 1 s late (events of a link's master, such as a
+    /// bridge, wait for its once-a-second run, shared by every namespace),
+    /// so a plugin that waited for its own port cannot have waited for it.
+    #[track_caller]
+    pub fn link_when_operstate(&self, name: &str, state: &str, within: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let l = self.must_link(name);
+            if l["operstate"] == state || start.elapsed() >= within {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn link_names(&self) -> Vec<String> {
         self.links()
             .iter()

@@ -214,7 +214,9 @@ pub const CLIENT6: &str = "fd77::2";
 /// [`NODE4`]/[`NODE6`] – [`CLIENT4`]/[`CLIENT6`]), with connection tracking
 /// on in the node: a stateful `INPUT` rule per family, as a real node has
 /// (kube-proxy, a firewall), and unreplied UDP entries kept 10 minutes so
-/// that a slow run cannot see them expire.
+/// that a slow run cannot see them expire; so are the ICMP entries of
+/// [`Uplinked::spray`]'s pings, which the tables compared before and after
+/// an ADD hold too (30 s by default).
 #[derive(Debug)]
 pub struct Uplinked {
     /// The node (where portmap runs).
@@ -251,7 +253,7 @@ impl Uplinked {
         node.sh(&[
             "sh",
             "-c",
-            "echo 600 > /proc/sys/net/netfilter/nf_conntrack_udp_timeout",
+            "set -e; for t in udp icmp icmpv6; do echo 600 > /proc/sys/net/netfilter/nf_conntrack_${t}_timeout; done",
         ]);
         Uplinked { node, client }
     }

@@ -101,7 +101,10 @@ fn bridge_identity(imp: &Impl) -> (String, bool, Value, Value) {
         json!({"isGateway": true, "ipam": host_local(&["10.41.0.0/24"])}),
     );
     let r = host.must_add(&conf, &pod);
-    let br = host.ns.must_link(BRIDGE);
+    // Read once linkwatch caught up (the operstate is asserted exactly).
+    let br = host
+        .ns
+        .link_when_operstate(BRIDGE, "UP", std::time::Duration::from_secs(5));
     let id = br["linkinfo"]["info_data"]["bridge_id"]
         .as_str()
         .unwrap_or_default()

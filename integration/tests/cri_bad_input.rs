@@ -204,12 +204,17 @@ async fn broken_archives_leave_nothing_behind() {
     let conf = cd.cni_conf_dir.join("10-podnet.conflist");
     let saved = std::fs::read(&conf).unwrap();
     std::fs::remove_file(&conf).unwrap();
+    // containerd notices the removal a moment later (fsnotify); until then
+    // a run may succeed, or fail because readiness could not hold its
+    // settle time within the 1 s: try again until it names the condition.
     let mut err = String::new();
     for _ in 0..20 {
         let out = adapter(&["wait", "--endpoint", &cd.endpoint(), "--timeout", "1"]);
         if !out.status.success() {
             err = out.stderr_str();
-            break;
+            if err.contains("condition NetworkReady is false") {
+                break;
+            }
         }
         std::thread::sleep(Duration::from_millis(250));
     }

@@ -20,6 +20,8 @@ pub(super) type Body = BoxBody<Bytes, hyper::Error>;
 pub(super) const STREAM_WINDOW: u32 = 1 << 20;
 /// Connection receive window: HTTP/2's maximum (RFC 9113 section 6.9.1).
 pub(super) const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+/// Pause before a call the runtime connection never took is sent again.
+const RESEND_PAUSE: Duration = Duration::from_millis(20);
 
 /// The runtime side: one shared HTTP/2 connection, re-made when it breaks.
 #[derive(Debug)]
@@ -155,6 +157,11 @@ impl Upstream {
     }
 
     /// Forwards one request and returns the runtime's response untouched.
+    ///
+    /// A request the runtime connection never took (it died, unnoticed yet,
+    /// as the call came: a runtime killed a moment before) is sent again on
+    /// a new connection, within the call's wait; one that may have reached
+    /// the runtime never is.
     pub async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let wait = req
@@ -162,14 +169,8 @@ impl Upstream {
             .get("grpc-timeout")
             .and_then(grpc_timeout)
             .unwrap_or(self.max_wait);
+        let deadline = started + wait;
         let path = req.uri().path().to_string();
-        let mut sender = match self.sender(started + wait).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(%path, error = %e, "runtime unavailable");
-                return grpc_error(14, &format!("runtime unavailable: {e}"));
-            }
-        };
         let (mut parts, body) = req.into_parts();
         let pq = parts
             .uri
@@ -185,14 +186,42 @@ impl Upstream {
             Ok(u) => u,
             Err(e) => return grpc_error(13, &format!("bad request path: {e}")),
         };
-        match sender.send_request(Request::from_parts(parts, body)).await {
-            Ok(resp) => {
-                tracing::debug!(%path, elapsed_us = started.elapsed().as_micros() as u64, "forwarded");
-                resp.map(BodyExt::boxed)
-            }
-            Err(e) => {
-                tracing::warn!(%path, error = %e, "forwarding failed");
-                grpc_error(14, &format!("runtime connection failed: {e}"))
+        let mut req = Request::from_parts(parts, body);
+        loop {
+            let mut sender = match self.sender(deadline).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%path, error = %e, "runtime unavailable");
+                    return grpc_error(14, &format!("runtime unavailable: {e}"));
+                }
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    tracing::debug!(%path, elapsed_us = started.elapsed().as_micros() as u64, "forwarded");
+                    return resp.map(BodyExt::boxed);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if Instant::now() < deadline => {
+                        tracing::info!(
+                            %path,
+                            error = %e.error(),
+                            "runtime connection gone before the call was sent; sending it again"
+                        );
+                        req = unsent;
+                        // The dead handle reports closed now, so `sender`
+                        // reconnects; a pause keeps a runtime that accepts
+                        // and drops connections from making this spin.
+                        tokio::time::sleep(
+                            RESEND_PAUSE.min(deadline.saturating_duration_since(Instant::now())),
+                        )
+                        .await;
+                    }
+                    _ => {
+                        let e = e.into_error();
+                        tracing::warn!(%path, error = %e, "forwarding failed");
+                        return grpc_error(14, &format!("runtime connection failed: {e}"));
+                    }
+                },
             }
         }
     }

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixSocket};
 
 /// Refuses an upstream path that exists and is no socket (every call would
 /// fail); one that does not exist yet is fine (the runtime may start later).
@@ -141,9 +141,15 @@ pub fn bind(listen: &Path, upstream: &Path) -> Result<UnixListener> {
     if let Some(dir) = listen.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let l = UnixListener::bind(listen).with_context(|| format!("binding {}", listen.display()))?;
-    std::fs::set_permissions(listen, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("chmod 0660 {}", listen.display()))?;
+    // Bound, not listening yet: a connect is refused until `listen`, so no
+    // client (a supervisor, kubelet, a test) gets in before the mode is set.
+    let sock = UnixSocket::new_stream().context("creating the listening socket")?;
+    sock.bind(listen)
+        .with_context(|| format!("binding {}", listen.display()))?;
+    if let Err(e) = std::fs::set_permissions(listen, std::fs::Permissions::from_mode(0o660)) {
+        let _ = std::fs::remove_file(listen);
+        return Err(e).with_context(|| format!("chmod 0660 {}", listen.display()));
+    }
     // A symlink or bind mount can still make the upstream our own socket.
     if let (Ok(a), Ok(b)) = (std::fs::metadata(listen), std::fs::metadata(upstream)) {
         if a.dev() == b.dev() && a.ino() == b.ino() {
@@ -155,7 +161,11 @@ pub fn bind(listen: &Path, upstream: &Path) -> Result<UnixListener> {
             );
         }
     }
-    Ok(l)
+    // The kernel caps the backlog at net.core.somaxconn (std asks for that).
+    sock.listen(u32::MAX).map_err(|e| {
+        let _ = std::fs::remove_file(listen);
+        anyhow::Error::new(e).context(format!("listening on {}", listen.display()))
+    })
 }
 
 #[cfg(test)]
