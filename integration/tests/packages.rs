@@ -66,6 +66,8 @@ const TEST_PROGRAMS: &[&str] = &[
     "conntrack",
     "strace",
     "qemu-system-x86_64",
+    "awk",
+    "nm",
 ];
 
 /// Programs the tests exec that our own Debian package installs (the
