@@ -2,7 +2,8 @@
 //! `cni-bench relay SOCKET UPSTREAM`, the cri bench's bare relay (the floor of any user-space
 //! CRI hop), over real unix sockets: bytes go both ways unchanged, one upstream connection per
 //! client, a request and a response larger than the socket buffers arrive whole, EOF on either
-//! side closes the other, an upstream that is missing closes the client while the relay keeps serving, and
+//! side closes the other, an upstream that is missing closes the client while the relay keeps
+//! serving, SIGTERM stops it even when spawned with SIGTERM blocked (as the bench does), and
 //! bad arguments are an error.
 //!
 //! Run: `cargo test -p integration --test cni_bench_relay`
@@ -192,6 +193,32 @@ fn a_missing_upstream_closes_the_client_and_the_relay_keeps_serving() {
         err.contains(&format!("connect {}", up.display())),
         "stderr: {err}"
     );
+}
+
+/// The bench spawns it with SIGTERM blocked (its own mask, for its signal thread): SIGTERM must
+/// stop it all the same.
+#[test]
+fn sigterm_stops_it_even_when_spawned_with_sigterm_blocked() {
+    use nix::sys::signal::{SigSet, Signal};
+    use std::os::unix::process::ExitStatusExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut blocked = SigSet::empty();
+    blocked.add(Signal::SIGTERM);
+    // libtest runs this test on a thread of its own, whose mask the child inherits.
+    blocked.thread_block().unwrap();
+    let mut relay = Relay::start(dir.path(), "/nonexistent/up.sock");
+    blocked.thread_unblock().unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(relay.child.id()).unwrap());
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(st) = relay.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
 }
 
 #[test]

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signal::SigSet;
 
 use crate::Res;
 
@@ -55,6 +56,11 @@ pub(crate) fn relay(args: &[OsString]) -> Res<bool> {
         .to_str()
         .and_then(|s| s.strip_prefix("unix://"))
         .map_or_else(|| PathBuf::from(upstream), PathBuf::from);
+    // The bench blocks SIGTERM, SIGINT and SIGHUP for its signal thread, and a child inherits
+    // the mask: without this, the bench's SIGTERM would not stop the relay.
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(|e| format!("relay: unblocking signals: {e}"))?;
     let mut relay = Relay::bind(Path::new(socket), upstream)?;
     relay.run()
 }
