@@ -262,7 +262,12 @@ pub(crate) fn cri_run(args: &[OsString]) -> Res<bool> {
         started.elapsed().as_secs_f64()
     );
     write_cri_table(&mut out, &rows);
-    write_cri_closing(&mut out, &cpu_notes, &relay_notes(&rows), &targets);
+    write_cri_closing(
+        &mut out,
+        &cpu_notes,
+        &relay_notes(&rows, &res.throughput),
+        &targets,
+    );
     progress("stopping the relay, serve and containerd");
     drop(env);
     cri_cleanup();

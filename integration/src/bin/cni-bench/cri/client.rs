@@ -298,6 +298,11 @@ pub(crate) async fn cri_throughput_slice(
 /// The processes whose CPU time is counted: the bench client (this process),
 /// containerd, serve and the bare relay.
 pub(crate) const CPU_OF: [&str; 4] = ["client", "containerd", "serve", "relay"];
+/// Indices into [`CPU_OF`].
+pub(crate) const CPU_CLIENT: usize = 0;
+pub(crate) const CPU_CONTAINERD: usize = 1;
+pub(crate) const CPU_SERVE: usize = 2;
+pub(crate) const CPU_RELAY: usize = 3;
 /// CPU per process of [`CPU_OF`].
 pub(crate) type CpuOf<T> = [T; CPU_OF.len()];
 

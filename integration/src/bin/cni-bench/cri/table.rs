@@ -4,9 +4,13 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::client::{CpuOf, CriResults, PerTarget, Rpc, Throughput, CPU_OF, DIRECT, RELAY, SERVE};
+use super::client::{
+    CpuOf, CriResults, PerTarget, Rpc, Throughput, CPU_CLIENT, CPU_CONTAINERD, CPU_OF, CPU_RELAY,
+    CPU_SERVE, DIRECT, RELAY, SERVE,
+};
 use super::{CRI_TARGET_P50_US, CRI_TARGET_P99_US, CRI_TARGET_THROUGHPUT};
 use crate::report::{failed_target, fmt_ratio, fmt_us, percentile, ratio, write_targets, Target};
+use crate::Res;
 
 /// serve ÷ relay in time per call from which serve is called clearly worse than the relay.
 pub(crate) const CRI_CLEARLY_WORSE: f64 = 1.10;
@@ -205,7 +209,11 @@ pub(crate) fn write_cri_table(out: &mut String, rows: &[CriRow]) {
 /// direct ÷ everyone's CPU per call via the hop.
 pub(crate) fn cpu_note(rpc: Rpc, tp: &Throughput) -> String {
     // The processes on each target's path (the others are idle then).
-    const ON_PATH: [&[usize]; 3] = [&[0, 1], &[0, 1, 2], &[0, 1, 3]];
+    const ON_PATH: PerTarget<&[usize]> = [
+        &[CPU_CLIENT, CPU_CONTAINERD],
+        &[CPU_CLIENT, CPU_CONTAINERD, CPU_SERVE],
+        &[CPU_CLIENT, CPU_CONTAINERD, CPU_RELAY],
+    ];
     let sums: PerTarget<f64> = tp.cpu_per_call.map(|c: CpuOf<f64>| c.iter().sum());
     let parts: Vec<String> = super::client::TARGETS
         .iter()
@@ -229,8 +237,9 @@ pub(crate) fn cpu_note(rpc: Rpc, tp: &Throughput) -> String {
 }
 
 /// Per RPC, what the bare relay shows about the goals: whether any user-space hop can meet
-/// them here, or whether serve is what misses them.
-pub(crate) fn relay_notes(rows: &[CriRow]) -> Vec<String> {
+/// them here, or whether serve is what misses them; with the CPU per call of both hops and the
+/// throughput that leaves when the CPUs are saturated (see [`cpu_note`]).
+pub(crate) fn relay_notes(rows: &[CriRow], throughput: &[(Rpc, Res<Throughput>)]) -> Vec<String> {
     let mut notes = Vec::new();
     for rpc in Rpc::ALL {
         let find = |f: Figure| rows.iter().find(|r| r.rpc == rpc && r.figure == f);
@@ -265,25 +274,52 @@ pub(crate) fn relay_notes(rows: &[CriRow]) -> Vec<String> {
                 serve_tp >= CRI_TARGET_THROUGHPUT,
             ),
         ];
-        let worse: Vec<String> = [("at p50", p50_worse), ("in throughput", tp_worse)]
-            .iter()
-            .filter(|(_, w)| *w >= CRI_CLEARLY_WORSE)
-            .map(|(what, w)| format!("{what} {}", fmt_ratio(*w)))
+        let measured = [("at p50", p50_worse), ("in throughput", tp_worse)];
+        let beyond = |clearly: &dyn Fn(f64) -> bool| -> String {
+            measured
+                .iter()
+                .filter(|(_, w)| clearly(*w))
+                .map(|(what, w)| format!("{what} ({})", fmt_ratio(*w)))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        };
+        let worse = beyond(&|w| w >= CRI_CLEARLY_WORSE);
+        let better = beyond(&|w| w * CRI_CLEARLY_WORSE <= 1.0);
+        let versus: Vec<String> = [("clearly worse than", worse), ("faster than", better)]
+            .into_iter()
+            .filter(|(_, at)| !at.is_empty())
+            .map(|(how, at)| format!("{how} the relay {at}"))
             .collect();
-        if worse.is_empty() {
-            verdicts.push(format!(
+        verdicts.push(if versus.is_empty() {
+            format!(
                 "serve is within {:.0}% of the relay in time per call",
                 (CRI_CLEARLY_WORSE - 1.0) * 100.0
-            ));
+            )
         } else {
-            verdicts.push(format!(
-                "serve is clearly worse than the relay (time per call {})",
-                worse.join(", ")
-            ));
-        }
+            format!(
+                "in time per call (serve ÷ relay), serve is {}",
+                versus.join(" but ")
+            )
+        });
+        let cpu = throughput
+            .iter()
+            .find(|(r, _)| *r == rpc)
+            .and_then(|(_, tp)| tp.as_ref().ok())
+            .map(|tp| {
+                let sums: PerTarget<f64> = tp.cpu_per_call.map(|c| c.iter().sum());
+                format!(
+                    "; CPU per call of the hop: relay {:.1} µs, serve {:.1} µs, so at most {} \
+                     and {} of direct's calls/s when the CPUs are saturated",
+                    tp.cpu_per_call[RELAY][CPU_RELAY],
+                    tp.cpu_per_call[SERVE][CPU_SERVE],
+                    fmt_ratio(ratio(sums[DIRECT], sums[RELAY])),
+                    fmt_ratio(ratio(sums[DIRECT], sums[SERVE]))
+                )
+            })
+            .unwrap_or_default();
         notes.push(format!(
             "{}: a bare relay adds {relay_added:+.1} µs at p50 and reaches {} of direct's \
-             calls/s (serve: {serve_added:+.1} µs, {}): {}",
+             calls/s (serve: {serve_added:+.1} µs, {}{cpu}): {}",
             rpc.name(),
             fmt_ratio(relay_tp),
             fmt_ratio(serve_tp),
