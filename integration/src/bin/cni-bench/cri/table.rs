@@ -332,9 +332,14 @@ pub(crate) fn relay_notes(rows: &[CriRow], throughput: &[(Rpc, Res<Throughput>)]
 /// What the relay's and serve's result for one goal say.
 fn goal_verdict(goal: &str, relay_meets: bool, serve_meets: bool) -> String {
     match (relay_meets, serve_meets) {
-        (false, _) => format!("the {goal} is out of reach of any user-space hop here"),
-        (true, false) => format!("a bare hop meets the {goal}: serve misses it by its own cost"),
-        (true, true) => format!("both meet the {goal}"),
+        (false, _) => format!(
+            "the {goal} is out of reach of any user-space hop in this run (the bare relay \
+             misses it too)"
+        ),
+        (true, false) => {
+            format!("a bare hop meets the {goal} in this run: serve misses it by its own cost")
+        }
+        (true, true) => format!("both meet the {goal} in this run"),
     }
 }
 
