@@ -1,8 +1,11 @@
-//! `cni-bench cri`: `cri-adapter serve` against calling containerd directly.
+//! `cni-bench cri`: `cri-adapter serve` against calling containerd directly, and a bare relay.
 //!
 //! `cni-bench cri [--ours DIR] [--iterations N] [--images N] [--clients C] [--seconds S]`
 //!
-//! The per-call cost of `cri-adapter serve` against calling containerd directly, in one run.
+//! The per-call cost of `cri-adapter serve` against calling containerd directly, in one run,
+//! with a third target beside them: a bare relay (`cni-bench relay`, relay.rs: one thread,
+//! epoll, one read and one write per readiness, no parsing), the floor of any user-space hop.
+//! It tells whether a goal serve misses is out of reach of any hop, or serve's own cost.
 //!
 //! Setup (root only): Debian's containerd runs inside a throwaway network namespace
 //! `cnibench-<pid>-cri` (`ip netns exec`, which also gives it a private mount namespace), with its
@@ -11,26 +14,31 @@
 //! N OCI layout archives built in memory (one image each: one shared tiny layer, a distinct config
 //! per image, so each name is its own CRI image) are imported with `cri-adapter seed`, which makes
 //! `ListImages` large without a registry (see cri_seed for the retry past a verification race).
-//! Finally `cri-adapter serve` listens on a socket of its own in front of containerd. Everything
-//! (serve, containerd, mounts under the temporary root, the namespace, the directory) is removed
-//! on every exit path: by a guard on return or unwinding, and by the signal thread on
-//! SIGINT/SIGTERM/SIGHUP; serve and containerd also get SIGTERM if this process dies
-//! (`setpriv --pdeathsig`, when setpriv exists).
+//! Finally `cri-adapter serve` and the relay (this program, re-executed: a process of its own,
+//! so its CPU time is its own) listen on sockets of their own in front of containerd.
+//! Everything (the relay, serve, containerd, mounts under the temporary root, the namespace, the
+//! directory) is removed on every exit path: by a guard on return or unwinding, and by the
+//! signal thread on SIGINT/SIGTERM/SIGHUP; the relay, serve and containerd also get SIGTERM if
+//! this process dies (`setpriv --pdeathsig`, when setpriv exists).
 //!
 //! Measurements, with a CRI client of ours (tonic over the unix socket, `:authority localhost`,
 //! one HTTP/2 connection per client):
 //! - latency: N sequential calls of `Version`, `ListContainers` (no containers exist) and N/4 of
-//!   `ListImages` per target, in blocks of CRI_BLOCK calls that alternate between direct and via
-//!   serve; p50 and p99 of each, and added = via serve − direct;
+//!   `ListImages` per target, in blocks of CRI_BLOCK calls that rotate among direct, via serve
+//!   and via relay (client::block_order); p50 and p99 of each, and added = via X − direct;
 //! - throughput: C concurrent clients (own connection each) calling as fast as they can for S
-//!   seconds per target and RPC (two halves, direct / serve / serve / direct); calls/s and
-//!   via serve ÷ direct.
+//!   seconds per target and RPC (two halves each, direct / serve / relay / relay / serve /
+//!   direct); calls/s and via X ÷ direct; the CPU per call of the client, containerd, serve
+//!   and the relay meanwhile.
 //!
-//! Direct is the floor of serve: the table prints via serve ÷ direct per call as ours ÷ floor.
+//! Direct is the floor of serve: the table prints via serve ÷ direct per call as ours ÷ floor,
+//! then the relay's figures and serve ÷ relay (table.rs), and per RPC what the relay shows.
 
 mod client;
 pub(crate) mod env;
 mod image;
+pub(crate) mod relay;
+mod table;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -45,13 +53,14 @@ use crate::report::*;
 use crate::Res;
 use client::*;
 use env::*;
+use table::*;
 
 pub(crate) const CRI_NS_SUFFIX: &str = "cri";
 pub(crate) const CRI_DEFAULT_ITERATIONS: usize = 2000;
 pub(crate) const CRI_DEFAULT_IMAGES: usize = 300;
 pub(crate) const CRI_DEFAULT_CLIENTS: usize = 8;
 pub(crate) const CRI_DEFAULT_SECONDS: f64 = 2.0;
-/// Sequential calls per target before switching to the other one.
+/// Sequential calls per target before switching to the next one.
 pub(crate) const CRI_BLOCK: usize = 100;
 /// Warm-up calls per RPC on every connection.
 pub(crate) const CRI_WARMUP: usize = 50;
@@ -148,7 +157,7 @@ pub(crate) fn cri_run(args: &[OsString]) -> Res<bool> {
     // Before any thread exists, so that every later thread inherits the blocked mask.
     install_signal_cleanup()?;
     delete_stale_namespaces();
-    // Dropped in reverse order: serve and containerd stop first, then the namespace goes.
+    // Dropped in reverse order: the relay, serve and containerd stop first, then the namespace.
     let _ns_guard = NamespaceGuard;
     let _cri_guard = CriGuard;
     let mut env = cri_setup(&opts, &adapter, &containerd)?;
@@ -161,11 +170,12 @@ pub(crate) fn cri_run(args: &[OsString]) -> Res<bool> {
     if SIGNALLED.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(false);
     }
-    // Both must still be running: a crash mid-run would make the numbers meaningless.
+    // All must still be running: a crash mid-run would make the numbers meaningless.
     let mut failures: Vec<String> = Vec::new();
     for (name, child, log) in [
         ("containerd", &mut env.containerd, &env.containerd_log),
         ("cri-adapter serve", &mut env.serve, &env.serve_log),
+        ("cni-bench relay", &mut env.relay, &env.relay_log),
     ] {
         if let Ok(Some(st)) = child.try_wait() {
             failures.push(format!(
@@ -195,104 +205,19 @@ pub(crate) fn cri_run(args: &[OsString]) -> Res<bool> {
     .map(|s| s.trim().to_string())
     .unwrap_or_else(|_| "cri-adapter (version unknown)".into());
 
-    let mut rows: Vec<Row> = Vec::new();
-    // Per row, via serve ÷ direct in time per call (1.00× is the floor, direct).
-    let mut over_floor: Vec<Option<f64>> = Vec::new();
-    let mut targets: Vec<Target> = Vec::new();
     let n_images = env.images.len();
-    for (rpc, n, r) in &res.latency {
-        let label = match rpc {
-            Rpc::ListImages => format!(
-                "ListImages ({n_images} images, {} response)",
-                fmt_kib(res.list_images_bytes[0])
-            ),
-            _ => rpc.name().to_string(),
-        };
-        let (p50_name, p99_name) = match rpc {
-            Rpc::Version => ("Version p50", "Version p99"),
-            Rpc::ListContainers => ("ListContainers p50", "ListContainers p99"),
-            Rpc::ListImages => ("ListImages p50", "ListImages p99"),
-        };
-        for (pct, name, limit) in [
-            (50, p50_name, CRI_TARGET_P50_US),
-            (99, p99_name, CRI_TARGET_P99_US),
-        ] {
-            let what = format!("{label}: p{pct} of {n} sequential calls");
-            let text = format!("added ≤ {limit:.0} µs");
-            match r {
-                Ok([d, p]) => {
-                    let (d, p) = (percentile(d, pct), percentile(p, pct));
-                    let added = (p.as_secs_f64() - d.as_secs_f64()) * 1e6;
-                    over_floor.push(Some(ratio(p.as_secs_f64(), d.as_secs_f64())));
-                    rows.push(Row {
-                        what,
-                        ours: Some(fmt_us(d)),
-                        reference: Some(fmt_us(p)),
-                        ratio: Some(format!("{added:+.1} µs")),
-                    });
-                    targets.push(Target {
-                        name,
-                        text: format!("{text}: {added:+.1} µs"),
-                        met: Some(added <= limit),
-                    });
-                }
-                Err(e) => {
-                    failures.push(format!("{name}: {e}"));
-                    over_floor.push(None);
-                    rows.push(failed_row(&what));
-                    targets.push(failed_target(name, &text));
-                }
-            }
-        }
-    }
-    let mut cpu_notes = Vec::new();
-    for (rpc, r) in &res.throughput {
-        let name = match rpc {
-            Rpc::Version => "Version throughput",
-            Rpc::ListContainers => "ListContainers throughput",
-            Rpc::ListImages => "ListImages throughput",
-        };
-        let what = format!(
-            "{} throughput, {} concurrent clients, calls/s",
-            rpc.name(),
-            opts.clients
-        );
-        let text = format!(
-            "via serve ≥ {:.0}% of direct",
-            CRI_TARGET_THROUGHPUT * 100.0
-        );
-        match r {
-            Ok(tp) => {
-                let [d, p] = &tp.rate;
-                cpu_notes.push(cpu_note(*rpc, tp));
-                let ra = ratio(*p, *d);
-                over_floor.push(Some(ratio(*d, *p)));
-                rows.push(Row {
-                    what,
-                    ours: Some(format!("{d:.0}")),
-                    reference: Some(format!("{p:.0}")),
-                    ratio: Some(fmt_ratio(ra)),
-                });
-                targets.push(Target {
-                    name,
-                    text: format!("{text}: {:.1}%", ra * 100.0),
-                    met: Some(ra >= CRI_TARGET_THROUGHPUT),
-                });
-            }
-            Err(e) => {
-                failures.push(format!("{name}: {e}"));
-                over_floor.push(None);
-                rows.push(failed_row(&what));
-                targets.push(failed_target(name, &text));
-            }
-        }
-    }
+    let (rows, targets) = cri_rows(&res, n_images, opts.clients, &mut failures);
+    let cpu_notes: Vec<String> = res
+        .throughput
+        .iter()
+        .filter_map(|(rpc, r)| r.as_ref().ok().map(|tp| cpu_note(*rpc, tp)))
+        .collect();
 
     // Report.
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "## cri-adapter serve: containerd direct vs via serve\n"
+        "## cri-adapter serve: containerd direct vs via serve (and via a bare relay)\n"
     );
     let _ = writeln!(out, "- machine: {}", machine());
     let _ = writeln!(
@@ -310,61 +235,40 @@ pub(crate) fn cri_run(args: &[OsString]) -> Res<bool> {
     );
     let _ = writeln!(
         out,
+        "- bare relay: `cni-bench relay`, socket `{}`",
+        env.relayed.display()
+    );
+    let _ = writeln!(
+        out,
         "- images: {n_images} seeded from as many OCI archives ({} in all) in {:.1} s ({} `cri-adapter seed` \
-         run{}); one ListImages response is {} on the wire direct, {} via serve; ListContainers \
-         lists no containers",
+         run{}); one ListImages response is {} on the wire direct, {} via serve, {} via relay; \
+         ListContainers lists no containers",
         fmt_kib(env.archive_len as u64),
         env.seed_time.as_secs_f64(),
         env.seed_attempts,
         if env.seed_attempts == 1 { "" } else { "s" },
-        fmt_kib(res.list_images_bytes[0]),
-        fmt_kib(res.list_images_bytes[1])
+        fmt_kib(res.list_images_bytes[DIRECT]),
+        fmt_kib(res.list_images_bytes[SERVE]),
+        fmt_kib(res.list_images_bytes[RELAY])
     );
     let _ = writeln!(
         out,
         "- client: tonic over the unix socket, one HTTP/2 connection per client, {CRI_WARMUP} \
          warm-up calls per RPC and connection; latency: sequential calls in blocks of \
-         {CRI_BLOCK} alternating direct / via serve; throughput: {} clients for {:.1} s per \
-         target and RPC; total bench time {:.1} s\n",
+         {CRI_BLOCK} rotating among direct / via serve / via relay; throughput: {} clients \
+         for {:.1} s per target and RPC; total bench time {:.1} s\n",
         opts.clients,
         opts.seconds,
         started.elapsed().as_secs_f64()
     );
-    let _ = writeln!(
-        out,
-        "| measurement | floor: direct | ours: via serve | added / ratio | ours ÷ floor |\n\
-         |---|---:|---:|---:|---:|"
+    write_cri_table(&mut out, &rows);
+    write_cri_closing(
+        &mut out,
+        &cpu_notes,
+        &relay_notes(&rows, &res.throughput),
+        &targets,
     );
-    for (r, f) in rows.iter().zip(&over_floor) {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} |",
-            r.what,
-            cell(&r.ours),
-            cell(&r.reference),
-            cell(&r.ratio),
-            f.map_or_else(|| "FAILED".to_string(), fmt_ratio)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\nfloor = containerd's socket, called directly by the same client in the same run. \
-         added = via serve − direct at the same percentile (lower is better); ratio = via \
-         serve ÷ direct calls/s (higher is better); ours ÷ floor = via serve ÷ direct in time \
-         per call (the percentile's latency, or 1 ÷ calls/s; 1.00× is the floor)."
-    );
-    if !cpu_notes.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nCPU per call during the throughput runs (user + system, /proc/PID/stat; the \
-             client is this bench):"
-        );
-        for n in &cpu_notes {
-            let _ = writeln!(out, "- {n}");
-        }
-    }
-    write_targets(&mut out, &targets);
-    progress("stopping serve and containerd");
+    progress("stopping the relay, serve and containerd");
     drop(env);
     cri_cleanup();
     progress("done");
@@ -378,29 +282,4 @@ pub(crate) fn cri_run(args: &[OsString]) -> Res<bool> {
         }
         Ok(false)
     }
-}
-
-/// One RPC's CPU per call, direct and via serve, and the throughput that
-/// leaves via serve when the CPUs are saturated: the client and containerd
-/// then share the CPU with serve, so at best via ÷ direct = their CPU per call
-/// direct ÷ everyone's CPU per call via serve.
-fn cpu_note(rpc: Rpc, tp: &client::Throughput) -> String {
-    let [d, p] = &tp.cpu_per_call;
-    let parts = |c: &[f64; 3]| {
-        client::CPU_OF
-            .iter()
-            .zip(c)
-            .map(|(name, us)| format!("{name} {us:.1} µs"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let (dt, pt): (f64, f64) = (d.iter().sum(), p.iter().sum());
-    format!(
-        "{}: direct {} (sum {dt:.1} µs); via serve {} (sum {pt:.1} µs); CPU-bound limit of \
-         via ÷ direct = {:.2}×",
-        rpc.name(),
-        parts(d),
-        parts(p),
-        ratio(dt, pt)
-    )
 }

@@ -37,7 +37,7 @@
 //! cni-bridge's netlink code (its example bridge-floor; `ip -batch` without it) with as many
 //! process starts; portmap, the static no-op and one `iptables-restore --noflush` of the same
 //! rules per command (and an in-process conntrack dump for a UDP ADD); cri, containerd's
-//! socket direct.
+//! socket direct (and a bare relay in front of it, the floor of any user-space hop).
 //!
 //! The tool is a report, not a test: it exits 0 when targets are missed, but non-zero when any
 //! plugin call failed or a result was wrong.
@@ -69,6 +69,7 @@ fn main() -> ExitCode {
         "seed" => integration::seed_bench::run(&args[1..]),
         "bridge-worker" => bridge_worker::bridge_worker(&args[1..]),
         "rss-probe" => rss_probe::rss_probe(&args[1..]),
+        "relay" => cri::relay::relay(&args[1..]),
         "-h" | "--help" | "help" => {
             println!("{}", usage());
             Ok(true)
@@ -93,6 +94,7 @@ pub(crate) fn usage() -> &'static str {
      \x20      cni-bench seed [--size MIB]   (cri-adapter seed against ctr images import; CNI_BIN_DIR holds cri-adapter and the plugins)\n\
      \x20      cni-bench rss-probe PLUGIN CONFIG_FILE [NETNS]   (internal: one ADD, prints children maxrss KiB)\n\
      \x20      cni-bench bridge-worker   (internal: runs plugin batches read from stdin, in its netns)\n\
+     \x20      cni-bench relay SOCKET UPSTREAM   (internal: the cri bench's bare relay, until killed)\n\
      host-local defaults: --ours <workspace>/target/release, --ref /usr/lib/cni, --iterations 200,\n\
      \x20         --full-iterations 50 (or iterations/4 when --iterations is given)\n\
      bridge defaults: --ours <workspace>/target/release, --ref /usr/lib/cni, --iterations 100,\n\

@@ -185,24 +185,51 @@ pub(crate) async fn with_phase_timeout<T>(
         .map_err(|_| format!("{what}: no answer within {CRI_PHASE_TIMEOUT:?}"))?
 }
 
-/// The two targets, direct (containerd) first, via serve second.
-pub(crate) type Pair<T> = [T; 2];
-pub(crate) const TARGETS: Pair<&str> = ["direct", "via serve"];
+/// How many targets are measured: direct, via serve, via the bare relay.
+pub(crate) const N_TARGETS: usize = 3;
+/// One value per target, in the order of [`TARGETS`].
+pub(crate) type PerTarget<T> = [T; N_TARGETS];
+/// The targets: containerd's socket, `cri-adapter serve` in front of it, and the bare relay
+/// (relay.rs) in front of it.
+pub(crate) const TARGETS: PerTarget<&str> = ["direct", "via serve", "via relay"];
+/// Indices into [`TARGETS`].
+pub(crate) const DIRECT: usize = 0;
+pub(crate) const SERVE: usize = 1;
+pub(crate) const RELAY: usize = 2;
+
+/// The order of the targets in latency block `block`: every rotation, then every rotation
+/// reversed, so that over six blocks each target runs at each position, and after each other
+/// target, equally often.
+pub(crate) fn block_order(block: usize) -> PerTarget<usize> {
+    let shift = block % N_TARGETS;
+    let order: PerTarget<usize> = std::array::from_fn(|i| (i + shift) % N_TARGETS);
+    if (block / N_TARGETS) % 2 == 0 {
+        order
+    } else {
+        let mut reversed = order;
+        reversed.reverse();
+        reversed
+    }
+}
+
+/// The order of the throughput runs: each target twice (half the time each), mirrored so that
+/// every target's mean position in the sequence is the same.
+pub(crate) const THROUGHPUT_ORDER: [usize; 2 * N_TARGETS] =
+    [DIRECT, SERVE, RELAY, RELAY, SERVE, DIRECT];
 
 /// Sequential latency samples of `n` calls per target, in alternating blocks.
 pub(crate) async fn cri_latency(
-    clients: &mut Pair<CriClient>,
+    clients: &mut PerTarget<CriClient>,
     rpc: Rpc,
     n: usize,
     want: usize,
-) -> Res<Pair<Vec<Duration>>> {
-    let mut samples: Pair<Vec<Duration>> = [Vec::with_capacity(n), Vec::with_capacity(n)];
+) -> Res<PerTarget<Vec<Duration>>> {
+    let mut samples: PerTarget<Vec<Duration>> = std::array::from_fn(|_| Vec::with_capacity(n));
     let mut done = 0;
     let mut block = 0;
     while done < n {
         let len = CRI_BLOCK.min(n - done);
-        let order = if block % 2 == 0 { [0, 1] } else { [1, 0] };
-        for t in order {
+        for t in block_order(block) {
             for _ in 0..len {
                 let start = Instant::now();
                 let got = cri_call(&mut clients[t], rpc).await;
@@ -269,8 +296,15 @@ pub(crate) async fn cri_throughput_slice(
 }
 
 /// The processes whose CPU time is counted: the bench client (this process),
-/// containerd and serve.
-pub(crate) const CPU_OF: [&str; 3] = ["client", "containerd", "serve"];
+/// containerd, serve and the bare relay.
+pub(crate) const CPU_OF: [&str; 4] = ["client", "containerd", "serve", "relay"];
+/// Indices into [`CPU_OF`].
+pub(crate) const CPU_CLIENT: usize = 0;
+pub(crate) const CPU_CONTAINERD: usize = 1;
+pub(crate) const CPU_SERVE: usize = 2;
+pub(crate) const CPU_RELAY: usize = 3;
+/// CPU per process of [`CPU_OF`].
+pub(crate) type CpuOf<T> = [T; CPU_OF.len()];
 
 /// User + system CPU time a process has used so far (`/proc/PID/stat`).
 fn cpu_time(pid: u32) -> Option<Duration> {
@@ -285,7 +319,7 @@ fn cpu_time(pid: u32) -> Option<Duration> {
 }
 
 /// CPU time of each process of [`CPU_OF`] (zero when unreadable).
-fn cpu_times(pids: &[u32; 3]) -> [Duration; 3] {
+fn cpu_times(pids: &CpuOf<u32>) -> CpuOf<Duration> {
     pids.map(|p| cpu_time(p).unwrap_or_default())
 }
 
@@ -293,57 +327,67 @@ fn cpu_times(pids: &[u32; 3]) -> [Duration; 3] {
 #[derive(Debug)]
 pub(crate) struct Throughput {
     /// Calls per second.
-    pub(crate) rate: Pair<f64>,
+    pub(crate) rate: PerTarget<f64>,
     /// CPU time per call, in µs, of each process of [`CPU_OF`].
-    pub(crate) cpu_per_call: Pair<[f64; 3]>,
+    pub(crate) cpu_per_call: PerTarget<CpuOf<f64>>,
 }
 
-/// Calls per second per target: halves in the order direct, serve, serve, direct; and the
-/// CPU each process of [`CPU_OF`] (`pids`) spent per call meanwhile.
+/// Calls per second per target: halves in [`THROUGHPUT_ORDER`]; and the CPU each process of
+/// [`CPU_OF`] (`pids`) spent per call meanwhile.
 pub(crate) async fn cri_throughput(
-    pools: &Pair<Vec<CriClient>>,
+    pools: &PerTarget<Vec<CriClient>>,
     rpc: Rpc,
     want: usize,
     seconds: f64,
-    pids: &[u32; 3],
+    pids: &CpuOf<u32>,
 ) -> Res<Throughput> {
     let half = Duration::from_secs_f64(seconds / 2.0);
-    let mut calls = [0u64; 2];
-    let mut time = [Duration::ZERO; 2];
-    let mut cpu = [[Duration::ZERO; 3]; 2];
-    for t in [0, 1, 1, 0] {
+    let mut calls = [0u64; N_TARGETS];
+    let mut time = [Duration::ZERO; N_TARGETS];
+    let mut cpu = [[Duration::ZERO; CPU_OF.len()]; N_TARGETS];
+    for t in THROUGHPUT_ORDER {
         let before = cpu_times(pids);
         let (n, d) = cri_throughput_slice(&pools[t], rpc, want, half)
             .await
             .map_err(|e| format!("{}: {e}", TARGETS[t]))?;
         let after = cpu_times(pids);
-        for p in 0..3 {
-            cpu[t][p] += after[p].saturating_sub(before[p]);
+        for (c, (a, b)) in cpu[t].iter_mut().zip(after.iter().zip(&before)) {
+            *c += a.saturating_sub(*b);
         }
         calls[t] += n;
         time[t] += d;
     }
     Ok(Throughput {
-        rate: [0, 1].map(|t| ratio(calls[t] as f64, time[t].as_secs_f64())),
-        cpu_per_call: [0, 1].map(|t| cpu[t].map(|c| ratio(c.as_secs_f64() * 1e6, calls[t] as f64))),
+        rate: std::array::from_fn(|t| ratio(calls[t] as f64, time[t].as_secs_f64())),
+        cpu_per_call: std::array::from_fn(|t| {
+            cpu[t].map(|c| ratio(c.as_secs_f64() * 1e6, calls[t] as f64))
+        }),
     })
 }
 
 /// Per target, the sequential latencies of one RPC.
-pub(crate) type LatencySamples = Res<Pair<Vec<Duration>>>;
+pub(crate) type LatencySamples = Res<PerTarget<Vec<Duration>>>;
 
 /// What the measurements produced.
 #[derive(Debug)]
 pub(crate) struct CriResults {
     pub(crate) runtime: String,
-    pub(crate) list_images_bytes: Pair<u64>,
+    pub(crate) list_images_bytes: PerTarget<u64>,
     pub(crate) latency: Vec<(Rpc, usize, LatencySamples)>,
     pub(crate) throughput: Vec<(Rpc, Res<Throughput>)>,
 }
 
+/// A clone of each target's first client (the one the latency runs use).
+fn first_clients(pools: &PerTarget<Vec<CriClient>>) -> Res<PerTarget<CriClient>> {
+    let firsts: Vec<CriClient> = pools.iter().filter_map(|p| p.first().cloned()).collect();
+    firsts
+        .try_into()
+        .map_err(|_| "a target has no CRI client".to_string())
+}
+
 pub(crate) async fn cri_measure(env: &CriEnv, opts: &CriOpts) -> Res<CriResults> {
-    let sockets = [&env.direct, &env.proxied];
-    let mut pools: Pair<Vec<CriClient>> = [Vec::new(), Vec::new()];
+    let sockets = [&env.direct, &env.proxied, &env.relayed];
+    let mut pools: PerTarget<Vec<CriClient>> = Default::default();
     for (t, socket) in sockets.iter().enumerate() {
         for _ in 0..opts.clients {
             pools[t].push(
@@ -353,7 +397,7 @@ pub(crate) async fn cri_measure(env: &CriEnv, opts: &CriOpts) -> Res<CriResults>
             );
         }
     }
-    let mut one = [pools[0][0].clone(), pools[1][0].clone()];
+    let mut one = first_clients(&pools)?;
 
     // What the runtime says it is, and the expected item counts.
     let version = with_phase_timeout("Version", async {
@@ -428,8 +472,8 @@ pub(crate) async fn cri_measure(env: &CriEnv, opts: &CriOpts) -> Res<CriResults>
     .await?;
 
     // Response size on the wire: bytes read by one ListImages call on each target.
-    let mut list_images_bytes = [0u64; 2];
-    for t in 0..2 {
+    let mut list_images_bytes = [0u64; N_TARGETS];
+    for t in 0..N_TARGETS {
         let before = one[t].read.load(std::sync::atomic::Ordering::Relaxed);
         with_phase_timeout(
             "ListImages",
@@ -453,7 +497,12 @@ pub(crate) async fn cri_measure(env: &CriEnv, opts: &CriOpts) -> Res<CriResults>
         let r = with_phase_timeout(rpc.name(), cri_latency(&mut one, rpc, n, want(rpc))).await;
         latency.push((rpc, n, r));
     }
-    let pids = [std::process::id(), env.containerd.id(), env.serve.id()];
+    let pids = [
+        std::process::id(),
+        env.containerd.id(),
+        env.serve.id(),
+        env.relay.id(),
+    ];
     let mut throughput = Vec::new();
     for rpc in Rpc::ALL {
         progress(&format!(

@@ -217,10 +217,14 @@ pub(crate) struct CriEnv {
     pub(crate) direct: PathBuf,
     /// serve's socket.
     pub(crate) proxied: PathBuf,
+    /// The bare relay's socket (`cni-bench relay`, relay.rs).
+    pub(crate) relayed: PathBuf,
     pub(crate) containerd: Child,
     pub(crate) serve: Child,
+    pub(crate) relay: Child,
     pub(crate) containerd_log: PathBuf,
     pub(crate) serve_log: PathBuf,
+    pub(crate) relay_log: PathBuf,
     pub(crate) seed_time: Duration,
     /// `cri-adapter seed` runs it took (see the retry in cri_setup).
     pub(crate) seed_attempts: usize,
@@ -234,6 +238,18 @@ pub(crate) struct CriEnv {
 pub(crate) fn pdeathsig_prefix(cmd: &mut Command) {
     if let Some(setpriv) = find_on_path("setpriv") {
         cmd.arg(setpriv).args(["--pdeathsig", "TERM"]);
+    }
+}
+
+/// A command running `program` under `setpriv --pdeathsig TERM` (when setpriv exists).
+pub(crate) fn pdeathsig_command(program: &Path) -> Command {
+    match find_on_path("setpriv") {
+        Some(setpriv) => {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "TERM"]).arg(program);
+            c
+        }
+        None => Command::new(program),
     }
 }
 
@@ -340,6 +356,8 @@ pub(crate) fn cri_setup(opts: &CriOpts, adapter: &Path, containerd: &Path) -> Re
     let config = dir.join("containerd.toml");
     let containerd_log = dir.join("containerd.log");
     let serve_log = dir.join("serve.log");
+    let relayed = dir.join("relay.sock");
+    let relay_log = dir.join("relay.log");
     let endpoint = format!("unix://{}", direct.display());
     let bin_dir = adapter.parent().unwrap_or_else(|| Path::new("/"));
 
@@ -411,29 +429,32 @@ pub(crate) fn cri_setup(opts: &CriOpts, adapter: &Path, containerd: &Path) -> Re
     ));
 
     progress("starting cri-adapter serve");
-    let mut cmd = match find_on_path("setpriv") {
-        Some(setpriv) => {
-            let mut c = Command::new(setpriv);
-            c.args(["--pdeathsig", "TERM"]).arg(adapter);
-            c
-        }
-        None => Command::new(adapter),
-    };
+    let mut cmd = pdeathsig_command(adapter);
     cmd.args(["serve", "--listen"])
         .arg(&proxied)
         .args(["--upstream", &endpoint]);
     let mut serve = spawn_logged("cri-adapter serve", cmd, &serve_log, Duration::from_secs(2))?;
     wait_for_socket(&proxied, &mut serve, &serve_log, Duration::from_secs(10))?;
 
+    progress("starting the bare relay (cni-bench relay)");
+    let bench = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+    let mut cmd = pdeathsig_command(&bench);
+    cmd.arg("relay").arg(&relayed).arg(&direct);
+    let mut relay = spawn_logged("cni-bench relay", cmd, &relay_log, Duration::from_secs(2))?;
+    wait_for_socket(&relayed, &mut relay, &relay_log, Duration::from_secs(10))?;
+
     Ok(CriEnv {
         adapter: adapter.to_path_buf(),
         netns,
         direct,
         proxied,
+        relayed,
         containerd: containerd_child,
         serve,
+        relay,
         containerd_log,
         serve_log,
+        relay_log,
         seed_time,
         seed_attempts,
         images,
