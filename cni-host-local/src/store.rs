@@ -150,6 +150,13 @@ impl OwnerFile {
 /// # Errors
 /// The directory cannot be created.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
+    // The usual case, a store that exists: one stat and no mkdir, which
+    // locks the parent directory even when the name is taken (concurrent
+    // ADDs queued on it). A symlink goes the long way and is refused by
+    // [`Store::lock`].
+    if fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
@@ -397,13 +404,19 @@ impl Store {
             .read(true)
             .custom_flags(libc_flag(OFlags::NOFOLLOW))
             .open(&p)
-            .and_then(|f| {
-                let mut s = String::new();
-                f.take(MAX_RESERVATION_LEN).read_to_string(&mut s)?;
-                Ok(s)
+            .and_then(|mut f| {
+                // One read: an address is at most 45 bytes, and anything
+                // longer is no cursor (only a hint: then none).
+                let mut buf = [0u8; 64];
+                let n = f.read(&mut buf)?;
+                Ok(if n < buf.len() {
+                    buf.get(..n).unwrap_or_default().to_vec()
+                } else {
+                    Vec::new()
+                })
             });
         match read {
-            Ok(s) => s.trim().parse().ok(),
+            Ok(b) => std::str::from_utf8(&b).ok()?.trim().parse().ok(),
             // A symlink is never followed: the cursor is only a hint.
             Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => None,
             Err(e) if e.kind() == ErrorKind::NotFound => None,
@@ -701,5 +714,33 @@ mod tests {
         store.release(ip).unwrap_or_else(|e| panic!("{e}"));
         store.release(ip).unwrap_or_else(|e| panic!("{e}"));
         assert!(store.reserved().unwrap_or_default().is_empty());
+    }
+
+    #[test]
+    fn the_cursor_is_one_short_read_or_none() {
+        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let loc = StoreLocation {
+            data_dir: d.path().to_path_buf(),
+            network: "net".into(),
+        };
+        let store = Store::open(&loc, true)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("open"));
+        let cursor = d.path().join("net/last_reserved_ip.0");
+        assert_eq!(store.last_reserved(0), None, "absent");
+        let v6 = "fd00:1234:5678:9abc:def0:1234:5678:9abc";
+        for (content, want) in [
+            (format!("{v6}\n"), v6.parse().ok()),
+            (" 10.1.2.3 \n".to_string(), "10.1.2.3".parse().ok()),
+            // An address followed by more than a cursor can hold is junk,
+            // as the reference (which parses the whole file) finds it.
+            (format!("10.1.2.3{}x", " ".repeat(60)), None),
+            ("\u{ff}10.1.2.3".to_string(), None),
+            (String::new(), None),
+        ] {
+            fs::write(&cursor, &content).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(store.last_reserved(0), want, "{content:?}");
+        }
     }
 }
