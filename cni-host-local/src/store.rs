@@ -681,8 +681,8 @@ mod tests {
         assert_eq!(Owner::parse(" \n"), Owner::Nobody);
     }
 
-    #[test]
-    fn reserve_link_and_release() {
+    /// A store `net` in a new temporary data directory.
+    fn temp_store() -> (tempfile::TempDir, Store) {
         let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let loc = StoreLocation {
             data_dir: d.path().to_path_buf(),
@@ -692,6 +692,12 @@ mod tests {
             .ok()
             .flatten()
             .unwrap_or_else(|| panic!("open"));
+        (d, store)
+    }
+
+    #[test]
+    fn reserve_link_and_release() {
+        let (d, store) = temp_store();
         let owner = OwnerFile::create(store.dir(), "c1", "eth0").unwrap_or_else(|e| panic!("{e}"));
         let ip: IpAddr = "10.0.0.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         assert!(matches!(store.try_reserve(&owner, ip), Ok(true)));
@@ -718,15 +724,7 @@ mod tests {
 
     #[test]
     fn the_cursor_is_one_short_read_or_none() {
-        let d = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let loc = StoreLocation {
-            data_dir: d.path().to_path_buf(),
-            network: "net".into(),
-        };
-        let store = Store::open(&loc, true)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("open"));
+        let (d, store) = temp_store();
         let cursor = d.path().join("net/last_reserved_ip.0");
         assert_eq!(store.last_reserved(0), None, "absent");
         let v6 = "fd00:1234:5678:9abc:def0:1234:5678:9abc";
