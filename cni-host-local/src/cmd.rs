@@ -38,9 +38,13 @@ pub fn add(req: &Request) -> Result<CniResult> {
     // Everything that needs no lock happens before taking it: concurrent
     // ADDs queue on the lock only for the reservation itself.
     let dir = cfg.store.data_dir.join(&cfg.store.network);
-    ensure_dir(&dir)?;
-    let owner = OwnerFile::create(&dir, &req.container_id, &req.ifname)?;
-    let store = Store::lock(dir)?;
+    let dir_fd = ensure_dir(&dir)?;
+    let mut store = Store::unlocked(dir, dir_fd);
+    let owner = store.owner_file(&req.container_id, &req.ifname)?;
+    if let Err(e) = store.lock() {
+        store.finish(owner);
+        return Err(e);
+    }
     let mut made: Vec<IpAddr> = Vec::with_capacity(cfg.range_sets.len());
     let outcome = allocate_all(req, &cfg, &store, &owner, &mut made);
     let outcome = outcome.and_then(|ips| {
@@ -164,7 +168,7 @@ fn next_free(
                 return Ok(Some(ip));
             }
             if prober.is_none() {
-                prober = store.prober().ok();
+                prober = Some(store.prober());
             }
         }
         misses += 1;
@@ -192,6 +196,7 @@ pub fn del(req: &Request) -> Result<()> {
     // are verified before anything is removed. Without one (an attachment
     // of the reference plugin, or a stale index) every file is read.
     let held = store.indexed(id, &req.ifname)?;
+    let from_index = !held.is_empty();
     let (targets, temporaries) = if held.is_empty() {
         let entries = store.entries()?;
         let mut exact = Vec::new();
@@ -218,7 +223,11 @@ pub fn del(req: &Request) -> Result<()> {
             first_err.get_or_insert(e);
         }
     }
-    store.unindex(id, &req.ifname);
+    if from_index && first_err.is_none() {
+        store.unindex_to_spare(id, &req.ifname);
+    } else {
+        store.unindex(id, &req.ifname);
+    }
     store.remove_temporaries(&temporaries);
     first_err.map_or(Ok(()), Err)
 }

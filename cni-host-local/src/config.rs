@@ -157,8 +157,14 @@ pub fn load(req: &Request) -> Result<IpamConfig, HostLocalError> {
             requested.push(parse_requested(s).map_err(decode)?);
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    requested.retain(|ip| seen.insert(*ip));
+    // A few addresses at most: a list, not a HashSet (whose random keys
+    // cost a getrandom(2) on every ADD).
+    let mut seen = Vec::with_capacity(requested.len());
+    requested.retain(|ip| {
+        let new = !seen.contains(ip);
+        seen.push(*ip);
+        new
+    });
 
     let mut raw_sets = Vec::new();
     if let Some(rc) = &runtime {

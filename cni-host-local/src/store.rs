@@ -23,20 +23,22 @@
 //!   reservation (the reference reads them all); an address counts only when
 //!   its file is the same inode. Without the xattr (a filesystem without
 //!   user xattrs) the directory listing's inode numbers find them.
+//! - `.spare` is the inode of a released attachment, which DEL renames
+//!   there instead of freeing it and the next ADD claims (renamed to a
+//!   temporary name), rewrites and renames to its address: no inode is
+//!   allocated or freed per pod.
 
 use crate::config::StoreLocation;
 use crate::error::HostLocalError;
-use nix::errno::Errno;
-use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, AT_FDCWD};
-use nix::unistd::linkat;
-use rustix::fs::{FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, CWD};
 use rustix::io::Errno as RxErrno;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read};
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, DirEntryExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, DirEntryExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -44,6 +46,12 @@ type Result<T, E = HostLocalError> = std::result::Result<T, E>;
 
 /// Prefix of our attachment index files.
 const ATTACHMENT_PREFIX: &str = ".attachment.";
+/// A released reservation inode kept for the next ADD, which rewrites and
+/// renames it instead of allocating an inode (and DEL renames its index to
+/// it instead of freeing one): allocation is the dearest part of a
+/// reservation on ext4. Neither plugin reads it as a reservation (its name
+/// is no address); it holds the last owner's text until reused.
+const SPARE: &str = ".spare";
 /// Prefix of temporary files, `.tmp.<pid>.<n>`: only used where the
 /// filesystem has no `O_TMPFILE`; a file whose process is gone is a leftover.
 const TMP_PREFIX: &str = ".tmp.";
@@ -108,69 +116,177 @@ impl Owner {
 /// A reservation file's content, ready to be linked under address names.
 #[derive(Debug)]
 pub struct OwnerFile {
-    file: File,
-    /// Named fallback when the filesystem has no `O_TMPFILE`.
-    named: Option<PathBuf>,
+    file: OwnedFd,
+    /// Named fallback (in the store directory) when the filesystem has no
+    /// `O_TMPFILE`.
+    named: Option<String>,
+    /// `named` is the store's spare, claimed: the first reservation renames
+    /// it (no inode allocated), and `finish` gives back one never used.
+    spare: bool,
+    /// `named` was renamed to a reservation and is gone.
+    moved: Cell<bool>,
 }
 
 impl OwnerFile {
-    /// Writes (in `dir`, before any lock is taken) `<id>\r\n<ifname>` to a file not yet visible under any address.
+    /// Writes (in the store directory `dir`, open as `dirfd`, before any lock
+    /// is taken) `<id>\r\n<ifname>` to a file not yet visible under any
+    /// address.
     ///
     /// # Errors
     /// The file cannot be created or written.
-    pub fn create(dir: &Path, container_id: &str, ifname: &str) -> Result<OwnerFile> {
+    pub fn create(
+        dirfd: BorrowedFd<'_>,
+        dir: &Path,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<OwnerFile> {
         let content = owner_text(container_id, ifname);
-        let anon = OpenOptions::new()
-            .write(true)
-            .mode(0o600)
-            .custom_flags(OFlag::O_TMPFILE.bits())
-            .open(dir);
-        let (mut file, named) = match anon {
-            Ok(f) => (f, None),
+        let mode = Mode::from_raw_mode(0o600);
+        let anon = rustix::fs::openat(
+            dirfd,
+            ".",
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            mode,
+        );
+        let (file, named) = match anon {
+            Ok(fd) => (fd, None),
             // Filesystems without O_TMPFILE: a named temporary file.
             Err(_) => {
-                let p = dir.join(tmp_name());
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&p)
-                    .map_err(|e| HostLocalError::io(format!("create {}", p.display()), e))?;
-                (f, Some(p))
+                let name = tmp_name();
+                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(dirfd, name.as_str(), flags, mode).map_err(|e| {
+                    HostLocalError::io(format!("create {}", dir.join(&name).display()), e)
+                })?;
+                (fd, Some(name))
             }
         };
-        file.write_all(content.as_bytes())
+        write_all(&file, content.as_bytes())
             .map_err(|e| HostLocalError::io(format!("write {}", dir.display()), e))?;
-        Ok(OwnerFile { file, named })
+        Ok(OwnerFile {
+            file,
+            named,
+            spare: false,
+            moved: Cell::new(false),
+        })
+    }
+
+    /// Claims the store's spare inode, if there is one, by renaming it to a
+    /// temporary name (so concurrent commands never share it; no lock is
+    /// needed), and writes `<id>\r\n<ifname>` over it. `None` when there
+    /// is no spare, another command took it first, or it is anything but a
+    /// regular file with no other name (then it is left as it was).
+    pub fn from_spare(
+        dirfd: BorrowedFd<'_>,
+        container_id: &str,
+        ifname: &str,
+    ) -> Option<OwnerFile> {
+        let tmp = tmp_name();
+        let flags = rustix::fs::RenameFlags::NOREPLACE;
+        rustix::fs::renameat_with(dirfd, SPARE, dirfd, tmp.as_str(), flags).ok()?;
+        let give_back = || {
+            let _ = rustix::fs::renameat_with(dirfd, tmp.as_str(), dirfd, SPARE, flags);
+            None
+        };
+        let open = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let Ok(file) = rustix::fs::openat(dirfd, tmp.as_str(), open, Mode::empty()) else {
+            return give_back();
+        };
+        let Ok(st) = rustix::fs::fstat(&file) else {
+            return give_back();
+        };
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_nlink != 1 {
+            return give_back();
+        }
+        let content = owner_text(container_id, ifname);
+        let written = pwrite_all(&file, content.as_bytes()).and_then(|()| {
+            // Cut what is left of a longer owner's text.
+            if u64::try_from(st.st_size).map_or(true, |size| size > content.len() as u64) {
+                rustix::fs::ftruncate(&file, content.len() as u64)?;
+            }
+            Ok(())
+        });
+        if written.is_err() {
+            // Torn: no longer fit to be anybody's.
+            let _ = rustix::fs::unlinkat(dirfd, tmp.as_str(), AtFlags::empty());
+            return None;
+        }
+        Some(OwnerFile {
+            file,
+            named: Some(tmp),
+            spare: true,
+            moved: Cell::new(false),
+        })
     }
 }
 
-/// Creates a store directory (mode 0755) and its parents.
+/// `pwrite(2)` of all of `bytes` at offset 0.
+fn pwrite_all(fd: impl AsFd, bytes: &[u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while let Some(rest) = bytes.get(done..).filter(|r| !r.is_empty()) {
+        match rustix::io::pwrite(fd.as_fd(), rest, done as u64) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(RxErrno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// `write(2)` until all of `bytes` is out.
+fn write_all(fd: impl AsFd, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd.as_fd(), bytes) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(RxErrno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Opens a store directory itself as an `O_PATH` descriptor, never through
+/// a symlink: every later operation is relative to it (no walk of the
+/// whole path each time, and no symlink swapped in between).
+fn open_dir(dir: &Path) -> Result<OwnedFd, RxErrno> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::open(dir, flags, Mode::empty())
+}
+
+/// Opens a store directory, creating it (mode 0755) and its parents when
+/// missing.
 ///
 /// # Errors
-/// The directory cannot be created.
-pub fn ensure_dir(dir: &Path) -> Result<()> {
-    // The usual case, a store that exists: one stat and no mkdir, which
+/// The directory cannot be created, or it is a symlink.
+pub fn ensure_dir(dir: &Path) -> Result<OwnedFd> {
+    // The usual case, a store that exists: one open and no mkdir, which
     // locks the parent directory even when the name is taken (concurrent
-    // ADDs queued on it). A symlink goes the long way and is refused by
-    // [`Store::lock`].
-    if fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-        return Ok(());
+    // ADDs queued on it).
+    if let Ok(fd) = open_dir(dir) {
+        return Ok(fd);
     }
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(dir)
-        .map_err(|e| HostLocalError::io(format!("mkdir {}", dir.display()), e))
+        .map_err(|e| HostLocalError::io(format!("mkdir {}", dir.display()), e))?;
+    refuse_symlink(dir)?;
+    open_dir(dir).map_err(|e| HostLocalError::io(format!("open {}", dir.display()), e))
 }
 
 /// One network's store, locked for as long as the value lives.
 #[derive(Debug)]
 pub struct Store {
-    dir: PathBuf,
     /// `None` only on a read-only filesystem without a lock file, where no
-    /// writer can exist.
-    _lock: Option<Flock<File>>,
+    /// writer can exist. Closing it releases the lock (declared first: it
+    /// is closed first).
+    _lock: Option<OwnedFd>,
+    fd: OwnedFd,
+    dir: PathBuf,
+    /// The cursor files [`Store::last_reserved`] opened, kept for
+    /// [`Store::set_last_reserved`]: (range set, file, its length).
+    cursors: RefCell<Vec<(usize, OwnedFd, usize)>>,
 }
 
 fn tmp_name() -> String {
@@ -194,19 +310,25 @@ fn set_ips_xattr(owner: &OwnerFile, ips: &[IpAddr]) {
     );
 }
 
-/// `flags` as the raw bits `OpenOptionsExt::custom_flags` takes.
-fn libc_flag(flags: OFlags) -> i32 {
-    flags.bits() as i32
-}
-
 fn symlink_error(path: &Path) -> HostLocalError {
     HostLocalError::io(
         format!(
             "open {}: is a symbolic link, which the store never follows",
             path.display()
         ),
-        std::io::Error::from_raw_os_error(Errno::ELOOP as i32),
+        std::io::Error::from_raw_os_error(RxErrno::LOOP.raw_os_error()),
     )
+}
+
+/// Waits for the exclusive lock on `lock` (named `path`).
+fn flock_exclusive(lock: &OwnedFd, path: &Path) -> Result<()> {
+    loop {
+        match rustix::fs::flock(lock, FlockOperation::LockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(RxErrno::INTR) => {}
+            Err(e) => return Err(HostLocalError::io(format!("flock {}", path.display()), e)),
+        }
+    }
 }
 
 /// Refuses a network directory that is a symlink.
@@ -227,59 +349,71 @@ impl Store {
     /// The directory or lock file cannot be created or locked.
     pub fn open(loc: &StoreLocation, create: bool) -> Result<Option<Store>> {
         let dir = loc.data_dir.join(&loc.network);
-        if create {
-            ensure_dir(&dir)?;
-        } else if !dir.is_dir() {
-            return Ok(None);
-        }
-        Store::lock(dir).map(Some)
+        let fd = if create {
+            ensure_dir(&dir)?
+        } else {
+            match open_dir(&dir) {
+                Ok(fd) => fd,
+                Err(_) if !dir.is_dir() => return Ok(None),
+                Err(e) => {
+                    refuse_symlink(&dir)?;
+                    return Err(HostLocalError::io(format!("open {}", dir.display()), e));
+                }
+            }
+        };
+        let mut store = Store::unlocked(dir, fd);
+        store.lock()?;
+        Ok(Some(store))
     }
 
-    /// Takes the lock of an existing store directory, waiting for it.
+    /// The store directory `dir`, open as `fd` (from [`ensure_dir`]), not
+    /// locked yet: see [`Store::lock`].
+    pub fn unlocked(dir: PathBuf, fd: OwnedFd) -> Store {
+        Store {
+            _lock: None,
+            fd,
+            dir,
+            cursors: RefCell::default(),
+        }
+    }
+
+    /// Takes the store's lock, waiting for it.
     ///
     /// The lock file is opened read-only (flock needs no more, and a
     /// read-only store can still be checked) and never through a symlink: a
     /// link could point the reference's lock and ours at different files.
+    /// On a read-only filesystem without a lock file there is no lock (and
+    /// no writer).
     ///
     /// # Errors
-    /// The network directory or the lock file is a symlink, or the lock
-    /// file cannot be created or locked.
-    pub fn lock(dir: PathBuf) -> Result<Store> {
-        refuse_symlink(&dir)?;
-        let lock_path = dir.join("lock");
+    /// The lock file is a symlink, or cannot be created or locked.
+    pub fn lock(&mut self) -> Result<()> {
+        let lock_path = || self.dir.join("lock");
         let flags = OFlags::RDONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mut file = match rustix::fs::open(&lock_path, flags, Mode::from_raw_mode(0o600)) {
-            Ok(fd) => File::from(fd),
-            Err(RxErrno::LOOP) => return Err(symlink_error(&lock_path)),
-            Err(RxErrno::ROFS) => return Ok(Store { dir, _lock: None }),
+        let lock = match rustix::fs::openat(&self.fd, "lock", flags, Mode::from_raw_mode(0o600)) {
+            Ok(lock) => lock,
+            Err(RxErrno::LOOP) => return Err(symlink_error(&lock_path())),
+            Err(RxErrno::ROFS) => return Ok(()),
             Err(e) => {
                 return Err(HostLocalError::io(
-                    format!("open {}", lock_path.display()),
+                    format!("open {}", lock_path().display()),
                     e,
                 ))
             }
         };
-        let lock = loop {
-            match Flock::lock(file, FlockArg::LockExclusive) {
-                Ok(l) => break l,
-                Err((f, Errno::EINTR)) => file = f,
-                Err((_, e)) => {
-                    return Err(HostLocalError::io(
-                        format!("flock {}", lock_path.display()),
-                        e,
-                    ))
-                }
-            }
-        };
-        Ok(Store {
-            dir,
-            _lock: Some(lock),
-        })
+        flock_exclusive(&lock, &lock_path())?;
+        self._lock = Some(lock);
+        Ok(())
     }
 
     /// The network directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The network directory, open.
+    pub fn dir_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     fn ip_path(&self, ip: IpAddr) -> PathBuf {
@@ -291,68 +425,95 @@ impl Store {
     /// # Errors
     /// Any failure other than the name existing.
     pub fn try_reserve(&self, owner: &OwnerFile, ip: IpAddr) -> Result<bool> {
-        let target = self.ip_path(ip);
-        match self.link_owner(owner, &target) {
+        match self.link_owner(owner, &ip.to_string()) {
             Ok(()) => Ok(true),
-            Err(Errno::EEXIST) => Ok(false),
+            Err(RxErrno::EXIST) => Ok(false),
             Err(e) => Err(HostLocalError::io(
-                format!("reserve {}", target.display()),
+                format!("reserve {}", self.ip_path(ip).display()),
                 e,
             )),
         }
     }
 
     /// A [`Prober`] of this store's directory.
-    ///
-    /// # Errors
-    /// The directory cannot be opened.
-    pub fn prober(&self) -> Result<Prober> {
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        rustix::fs::open(&self.dir, flags, Mode::empty())
-            .map(|dir| Prober { dir })
-            .map_err(|e| HostLocalError::io(format!("open {}", self.dir.display()), e))
+    pub fn prober(&self) -> Prober<'_> {
+        Prober {
+            dir: self.fd.as_fd(),
+        }
     }
 
-    /// Makes `target` a link of the owner's inode; fails with `EEXIST` when
-    /// the name is taken.
-    fn link_owner(&self, owner: &OwnerFile, target: &Path) -> Result<(), Errno> {
-        match &owner.named {
+    /// Makes `name` (in the store) a link of the owner's inode; fails with
+    /// `EEXIST` when the name is taken.
+    fn link_owner(&self, owner: &OwnerFile, name: &str) -> Result<(), RxErrno> {
+        let tmp = owner.named.as_deref().filter(|_| !owner.moved.get());
+        match tmp {
+            // A claimed spare becomes its first reservation by rename, which
+            // (with RENAME_NOREPLACE) fails like link when the name is taken.
+            Some(tmp) if owner.spare => {
+                let flags = rustix::fs::RenameFlags::NOREPLACE;
+                rustix::fs::renameat_with(&self.fd, tmp, &self.fd, name, flags)?;
+                owner.moved.set(true);
+                Ok(())
+            }
+            Some(tmp) => rustix::fs::linkat(&self.fd, tmp, &self.fd, name, AtFlags::empty()),
             None => {
                 // linkat(2): AT_EMPTY_PATH names the open file itself, with
                 // no walk through /proc (a fresh process instantiates its
                 // /proc/<pid>/fd entries on each); it needs
                 // CAP_DAC_READ_SEARCH, else ENOENT, and then /proc it is.
                 if !NO_EMPTY_PATH_LINK.load(Ordering::Relaxed) {
-                    match linkat(
-                        owner.file.as_fd(),
-                        "",
-                        AT_FDCWD,
-                        target,
-                        AtFlags::AT_EMPTY_PATH,
-                    ) {
-                        Err(Errno::ENOENT | Errno::EPERM) => {
+                    let empty = AtFlags::EMPTY_PATH;
+                    match rustix::fs::linkat(&owner.file, "", &self.fd, name, empty) {
+                        Err(RxErrno::NOENT | RxErrno::PERM) => {
                             NO_EMPTY_PATH_LINK.store(true, Ordering::Relaxed);
                         }
                         r => return r,
                     }
                 }
                 let src = format!("/proc/self/fd/{}", owner.file.as_raw_fd());
-                linkat(
-                    AT_FDCWD,
-                    src.as_str(),
-                    AT_FDCWD,
-                    target,
-                    AtFlags::AT_SYMLINK_FOLLOW,
-                )
+                let follow = AtFlags::SYMLINK_FOLLOW;
+                rustix::fs::linkat(CWD, src.as_str(), &self.fd, name, follow)
             }
-            Some(p) => linkat(AT_FDCWD, p, AT_FDCWD, target, AtFlags::empty()),
         }
     }
 
-    /// Drops the temporary name of `owner`, if it has one.
+    /// A file holding `<id>\r\n<ifname>`, not yet visible under any address:
+    /// the store's spare inode when there is one, else a new one. Needs no
+    /// lock (call it before taking it: concurrent ADDs then queue only for
+    /// the reservation itself).
+    ///
+    /// # Errors
+    /// The file cannot be created or written.
+    pub fn owner_file(&self, container_id: &str, ifname: &str) -> Result<OwnerFile> {
+        match OwnerFile::from_spare(self.fd.as_fd(), container_id, ifname) {
+            Some(owner) => Ok(owner),
+            None => OwnerFile::create(self.fd.as_fd(), &self.dir, container_id, ifname),
+        }
+    }
+
+    /// Drops the temporary name of `owner`, if it still has one: a claimed
+    /// spare never reserved goes back to being the spare.
     pub fn finish(&self, owner: OwnerFile) {
-        if let Some(p) = owner.named {
-            let _ = fs::remove_file(p);
+        let Some(tmp) = owner.named.as_deref().filter(|_| !owner.moved.get()) else {
+            return;
+        };
+        if owner.spare {
+            let flags = rustix::fs::RenameFlags::NOREPLACE;
+            if rustix::fs::renameat_with(&self.fd, tmp, &self.fd, SPARE, flags).is_ok() {
+                return;
+            }
+        }
+        let _ = rustix::fs::unlinkat(&self.fd, tmp, AtFlags::empty());
+    }
+
+    /// Removes the store entry `name`; an absent one is fine.
+    fn remove(&self, name: &str) -> Result<()> {
+        match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
+            Ok(()) | Err(RxErrno::NOENT) => Ok(()),
+            Err(e) => Err(HostLocalError::io(
+                format!("remove {}", self.dir.join(name).display()),
+                e,
+            )),
         }
     }
 
@@ -361,12 +522,7 @@ impl Store {
     /// # Errors
     /// Any other failure.
     pub fn release(&self, ip: IpAddr) -> Result<()> {
-        let p = self.ip_path(ip);
-        match fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(HostLocalError::io(format!("remove {}", p.display()), e)),
-        }
+        self.remove(&ip.to_string())
     }
 
     /// Reads who holds `ip`, or `None` when it is free.
@@ -374,18 +530,19 @@ impl Store {
     /// # Errors
     /// The file exists but cannot be read.
     pub fn owner_of(&self, ip: IpAddr) -> Result<Option<Owner>> {
-        let p = self.ip_path(ip);
+        let name = ip.to_string();
+        let p = || self.dir.join(&name);
         // Never through a symlink, and a FIFO must not block the open.
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let fd = match rustix::fs::open(&p, flags, Mode::empty()) {
+        let fd = match rustix::fs::openat(&self.fd, name.as_str(), flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(RxErrno::NOENT) => return Ok(None),
             Err(RxErrno::LOOP) => return Ok(Some(Owner::Foreign)),
-            Err(e) => return Err(HostLocalError::io(format!("open {}", p.display()), e)),
+            Err(e) => return Err(HostLocalError::io(format!("open {}", p().display()), e)),
         };
         let regular = rustix::fs::fstat(&fd)
             .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
-            .map_err(|e| HostLocalError::io(format!("stat {}", p.display()), e))?;
+            .map_err(|e| HostLocalError::io(format!("stat {}", p().display()), e))?;
         if !regular {
             return Ok(Some(Owner::Foreign));
         }
@@ -393,71 +550,77 @@ impl Store {
         File::from(fd)
             .take(MAX_RESERVATION_LEN)
             .read_to_end(&mut buf)
-            .map_err(|e| HostLocalError::io(format!("read {}", p.display()), e))?;
+            .map_err(|e| HostLocalError::io(format!("read {}", p().display()), e))?;
         Ok(Some(Owner::parse(&String::from_utf8_lossy(&buf))))
     }
 
-    /// The round-robin cursor of range set `idx`.
+    /// The round-robin cursor of range set `idx`. The file stays open for
+    /// [`Store::set_last_reserved`].
     pub fn last_reserved(&self, idx: usize) -> Option<IpAddr> {
-        let p = self.dir.join(format!("last_reserved_ip.{idx}"));
-        let read = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc_flag(OFlags::NOFOLLOW))
-            .open(&p)
-            .and_then(|mut f| {
-                // One read: an address is at most 45 bytes, and anything
-                // longer is no cursor (only a hint: then none).
-                let mut buf = [0u8; 64];
-                let n = f.read(&mut buf)?;
-                Ok(if n < buf.len() {
-                    buf.get(..n).unwrap_or_default().to_vec()
-                } else {
-                    Vec::new()
-                })
-            });
-        match read {
-            Ok(b) => std::str::from_utf8(&b).ok()?.trim().parse().ok(),
-            // A symlink is never followed: the cursor is only a hint.
-            Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => None,
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => {
-                eprintln!("Error retrieving last reserved ip: {e}");
-                None
+        let name = format!("last_reserved_ip.{idx}");
+        // Read-write, so that moving the cursor needs no second open; where
+        // writing is refused (a read-only store), read-only.
+        let open = |access| {
+            let flags = access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            rustix::fs::openat(&self.fd, name.as_str(), flags, Mode::empty())
+        };
+        let fd = match open(OFlags::RDWR) {
+            Err(RxErrno::ACCESS | RxErrno::ROFS | RxErrno::PERM) => open(OFlags::RDONLY),
+            other => other,
+        };
+        // One read: an address is at most 45 bytes, and anything longer is
+        // no cursor (only a hint: then none).
+        let mut buf = [0u8; 64];
+        let read = fd.and_then(|fd| loop {
+            match rustix::io::read(&fd, &mut buf[..]) {
+                Err(RxErrno::INTR) => {}
+                r => break r.map(|n| (fd, n)),
             }
-        }
+        });
+        let n = match read {
+            Ok((fd, n)) => {
+                if let Ok(mut c) = self.cursors.try_borrow_mut() {
+                    c.push((idx, fd, n));
+                }
+                n
+            }
+            // A symlink is never followed: the cursor is only a hint.
+            Err(RxErrno::LOOP | RxErrno::NOENT) => return None,
+            Err(e) => {
+                eprintln!(
+                    "Error retrieving last reserved ip: {}",
+                    os_text(&std::io::Error::from(e))
+                );
+                return None;
+            }
+        };
+        let text = buf.get(..n).filter(|_| n < buf.len())?;
+        std::str::from_utf8(text).ok()?.trim().parse().ok()
     }
 
     /// Overwrites a small hint file in place (as the reference writes its
-    /// cursor). Only the cursor and our index are written this way: both are
-    /// hints, a torn one is ignored or verified against the reservation
-    /// files, and a `rename` costs a journal commit inside the lock on every
-    /// ADD (measured: about a third of the lock hold time).
+    /// cursor). Only the cursor is written this way: a hint, where a torn
+    /// one is ignored; a `rename` costs a journal commit inside the lock on
+    /// every ADD (measured: about a third of the lock hold time).
     fn overwrite(&self, name: &str, content: &[u8]) -> Result<()> {
-        let target = self.dir.join(name);
-        // Write over the old content, then cut what is left of it: cheaper
-        // than O_TRUNC, which frees and reallocates the block.
-        let open = || {
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc_flag(OFlags::NOFOLLOW))
-                .open(&target)
-        };
+        let target = || self.dir.join(name);
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let open = || rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o600));
         let file = match open() {
             // A symlink (even a dangling one) is replaced, never written
             // through: the reference would write wherever it points.
-            Err(e) if e.raw_os_error() == Some(Errno::ELOOP as i32) => {
-                fs::remove_file(&target).and_then(|()| open())
+            Err(RxErrno::LOOP) => {
+                rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()).and_then(|()| open())
             }
             other => other,
         };
-        file.and_then(|mut f| {
-            f.write_all(content)?;
-            f.set_len(content.len() as u64)
-        })
-        .map_err(|e| HostLocalError::io(format!("write {}", target.display()), e))
+        file.map_err(std::io::Error::from)
+            .and_then(|f| {
+                write_all(&f, content)?;
+                // Cheaper than O_TRUNC, which frees and reallocates the block.
+                rustix::fs::ftruncate(&f, content.len() as u64).map_err(Into::into)
+            })
+            .map_err(|e| HostLocalError::io(format!("write {}", target().display()), e))
     }
 
     /// Moves the cursor of range set `idx` to `ip`.
@@ -465,10 +628,45 @@ impl Store {
     /// # Errors
     /// The file cannot be written.
     pub fn set_last_reserved(&self, idx: usize, ip: IpAddr) -> Result<()> {
-        self.overwrite(
-            &format!("last_reserved_ip.{idx}"),
-            ip.to_string().as_bytes(),
-        )
+        let name = format!("last_reserved_ip.{idx}");
+        let text = ip.to_string();
+        let opened = self
+            .cursors
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut c| c.iter().position(|e| e.0 == idx).map(|i| c.swap_remove(i)));
+        let Some((_, fd, old_len)) = opened else {
+            return self.overwrite(&name, text.as_bytes());
+        };
+        // Write over the old content, then cut what is left of it (only
+        // when the new text is shorter).
+        let write = || -> std::io::Result<()> {
+            let mut done = 0;
+            while let Some(rest) = text.as_bytes().get(done..).filter(|r| !r.is_empty()) {
+                match rustix::io::pwrite(&fd, rest, done as u64) {
+                    Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                    Ok(n) => done += n,
+                    Err(RxErrno::INTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if text.len() < old_len {
+                rustix::fs::ftruncate(&fd, text.len() as u64)?;
+            }
+            Ok(())
+        };
+        match write() {
+            Ok(()) => Ok(()),
+            // Opened read-only (a store that refused writing): the slow way,
+            // which reports the real failure.
+            Err(e) if e.raw_os_error() == Some(RxErrno::BADF.raw_os_error()) => {
+                self.overwrite(&name, text.as_bytes())
+            }
+            Err(e) => Err(HostLocalError::io(
+                format!("write {}", self.dir.join(&name).display()),
+                e,
+            )),
+        }
     }
 
     fn attachment_name(container_id: &str, ifname: &str) -> Option<String> {
@@ -486,19 +684,19 @@ impl Store {
         let Some(name) = Self::attachment_name(container_id, ifname) else {
             return Ok(Vec::new());
         };
-        let path = self.dir.join(name);
-        let meta = match fs::symlink_metadata(&path) {
+        let path = self.dir.join(&name);
+        let meta = match rustix::fs::statat(&self.fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(RxErrno::NOENT) => return Ok(Vec::new()),
             Err(e) => return Err(HostLocalError::io(format!("stat {}", path.display()), e)),
         };
         let same = |ip: &IpAddr| {
-            fs::symlink_metadata(self.ip_path(*ip))
-                .is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev())
+            rustix::fs::statat(&self.fd, ip.to_string(), AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|m| m.st_ino == meta.st_ino && m.st_dev == meta.st_dev)
         };
         let mut buf = [0u8; 2048];
-        match rustix::fs::getxattr(&path, IPS_XATTR, &mut buf[..]) {
-            Ok(n) => Ok(String::from_utf8_lossy(&buf[..n])
+        match rustix::fs::lgetxattr(&path, IPS_XATTR, &mut buf[..]) {
+            Ok(n) => Ok(String::from_utf8_lossy(buf.get(..n).unwrap_or_default())
                 .split(',')
                 .filter_map(|s| s.parse().ok())
                 .filter(same)
@@ -510,7 +708,7 @@ impl Store {
                     .map_err(|e| HostLocalError::io(format!("list {}", self.dir.display()), e))?;
                 Ok(rd
                     .filter_map(|e| e.ok())
-                    .filter(|e| e.ino() == meta.ino())
+                    .filter(|e| e.ino() == meta.st_ino)
                     .filter_map(|e| e.file_name().to_str()?.parse().ok())
                     .collect())
             }
@@ -539,16 +737,18 @@ impl Store {
         let Some(name) = Self::attachment_name(container_id, ifname) else {
             return Ok(());
         };
-        let target = self.dir.join(name);
+        let link_error =
+            |e| HostLocalError::io(format!("link {}", self.dir.join(&name).display()), e);
         set_ips_xattr(owner, ips);
-        match self.link_owner(owner, &target) {
-            Err(Errno::EEXIST) => {}
+        match self.link_owner(owner, &name) {
+            Err(RxErrno::EXIST) => {}
             Ok(()) => return Ok(()),
-            Err(e) => return Err(HostLocalError::io(format!("link {}", target.display()), e)),
+            Err(e) => return Err(link_error(e)),
         }
         let older = self.indexed(container_id, ifname)?;
-        fs::remove_file(&target)
-            .map_err(|e| HostLocalError::io(format!("remove {}", target.display()), e))?;
+        rustix::fs::unlinkat(&self.fd, name.as_str(), AtFlags::empty()).map_err(|e| {
+            HostLocalError::io(format!("remove {}", self.dir.join(&name).display()), e)
+        })?;
         let mut all = ips.to_vec();
         for ip in older {
             if !all.contains(&ip) {
@@ -557,27 +757,37 @@ impl Store {
             }
         }
         set_ips_xattr(owner, &all);
-        self.link_owner(owner, &target)
-            .map_err(|e| HostLocalError::io(format!("link {}", target.display()), e))
+        self.link_owner(owner, &name).map_err(link_error)
     }
 
     /// Replaces the reservation file of `ip` by a link of `owner`'s inode
     /// (same content), atomically.
     fn adopt(&self, owner: &OwnerFile, ip: IpAddr) -> Result<()> {
-        let tmp = self.dir.join(tmp_name());
-        let target = self.ip_path(ip);
-        self.link_owner(owner, &tmp)
-            .map_err(|e| HostLocalError::io(format!("link {}", tmp.display()), e))?;
-        fs::rename(&tmp, &target).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            HostLocalError::io(format!("rename {}", target.display()), e)
+        let tmp = tmp_name();
+        self.link_owner(owner, &tmp).map_err(|e| {
+            HostLocalError::io(format!("link {}", self.dir.join(&tmp).display()), e)
+        })?;
+        rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, ip.to_string()).map_err(|e| {
+            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+            HostLocalError::io(format!("rename {}", self.ip_path(ip).display()), e)
         })
     }
 
     /// Forgets an attachment's index entry.
     pub fn unindex(&self, container_id: &str, ifname: &str) {
         if let Some(name) = Self::attachment_name(container_id, ifname) {
-            let _ = fs::remove_file(self.dir.join(name));
+            let _ = self.remove(&name);
+        }
+    }
+
+    /// Forgets an attachment's index entry once all its addresses are
+    /// released: its inode, now named by the index alone, becomes the spare
+    /// (replacing an older one).
+    pub fn unindex_to_spare(&self, container_id: &str, ifname: &str) {
+        if let Some(name) = Self::attachment_name(container_id, ifname) {
+            if rustix::fs::renameat(&self.fd, name.as_str(), &self.fd, SPARE).is_err() {
+                let _ = self.remove(&name);
+            }
         }
     }
 
@@ -625,31 +835,25 @@ impl Store {
             if pid.is_some_and(|p| Path::new("/proc").join(p).exists()) {
                 continue;
             }
-            let _ = fs::remove_file(self.dir.join(n));
+            let _ = self.remove(n);
         }
     }
 }
 
 /// Existence checks of address names relative to the store directory: one
-/// `fstatat` from an open directory, where reserving walks both full paths
-/// (and `/proc/self/fd`) to fail with `EEXIST`. Used to skip taken
-/// addresses in a crowded range; a name that exists, of any kind, is taken
-/// for reserving too.
+/// `fstatat`, where a failed reservation costs a `linkat` to fail with
+/// `EEXIST`. Used to skip taken addresses in a crowded range; a name that
+/// exists, of any kind, is taken for reserving too.
 #[derive(Debug)]
-pub struct Prober {
-    dir: OwnedFd,
+pub struct Prober<'a> {
+    dir: BorrowedFd<'a>,
 }
 
-impl Prober {
+impl Prober<'_> {
     /// Whether a name for `ip` exists (`false` when unsure: reserving then
     /// tells).
     pub fn exists(&self, ip: IpAddr) -> bool {
-        rustix::fs::statat(
-            &self.dir,
-            ip.to_string(),
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .is_ok()
+        rustix::fs::statat(self.dir, ip.to_string(), AtFlags::SYMLINK_NOFOLLOW).is_ok()
     }
 }
 
@@ -698,7 +902,8 @@ mod tests {
     #[test]
     fn reserve_link_and_release() {
         let (d, store) = temp_store();
-        let owner = OwnerFile::create(store.dir(), "c1", "eth0").unwrap_or_else(|e| panic!("{e}"));
+        let owner = OwnerFile::create(store.dir_fd(), store.dir(), "c1", "eth0")
+            .unwrap_or_else(|e| panic!("{e}"));
         let ip: IpAddr = "10.0.0.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         assert!(matches!(store.try_reserve(&owner, ip), Ok(true)));
         assert!(matches!(store.try_reserve(&owner, ip), Ok(false)));

@@ -15,6 +15,7 @@ use crate::result::CniResult;
 use crate::version::{parse_triple, Version, SUPPORTED};
 use serde_json::{Map, Value};
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 /// What a plugin says about itself.
@@ -377,15 +378,25 @@ pub fn run<P: Plugin>(plugin: &P, info: &PluginInfo) -> u8 {
     let env = |k: &str| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned());
     let reply = dispatch(plugin, info, &env, &mut std::io::stdin().lock());
     let _ = std::io::stderr().write_all(&reply.stderr);
-    let mut out = std::io::stdout().lock();
-    if out
-        .write_all(&reply.stdout)
-        .and_then(|()| out.flush())
-        .is_err()
-    {
+    if write_unbuffered(&std::io::stdout(), &reply.stdout).is_err() {
         return 1;
     }
     reply.exit_code
+}
+
+/// Writes `bytes` to `fd` with as few `write(2)`s as the kernel allows: the
+/// reply in one, where `Stdout`'s line buffering makes two of it (all but
+/// the closing brace, then that).
+fn write_unbuffered(fd: &impl AsFd, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -580,11 +580,12 @@ impl Store {
             .collect()
     }
 
-    /// Everything except `lock` and `last_reserved_ip.*`.
+    /// Everything except `lock`, `last_reserved_ip.*` and our host-local's
+    /// `.spare` (a released inode kept for reuse, which holds no address).
     pub fn non_bookkeeping(&self) -> Vec<String> {
         self.entries()
             .into_iter()
-            .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip."))
+            .filter(|n| n != "lock" && n != ".spare" && !n.starts_with("last_reserved_ip."))
             .collect()
     }
 
