@@ -116,7 +116,8 @@ impl Owner {
 /// A reservation file's content, ready to be linked under address names.
 #[derive(Debug)]
 pub struct OwnerFile {
-    file: OwnedFd,
+    /// The inode; replaced only when a claimed spare vanished under us.
+    file: RefCell<OwnedFd>,
     /// Named fallback (in the store directory) when the filesystem has no
     /// `O_TMPFILE`.
     named: Option<String>,
@@ -163,7 +164,7 @@ impl OwnerFile {
         write_all(&file, content.as_bytes())
             .map_err(|e| HostLocalError::io(format!("write {}", dir.display()), e))?;
         Ok(OwnerFile {
-            file,
+            file: RefCell::new(file),
             named,
             spare: false,
             moved: Cell::new(false),
@@ -187,7 +188,9 @@ impl OwnerFile {
             let _ = rustix::fs::renameat_with(dirfd, tmp.as_str(), dirfd, SPARE, flags);
             None
         };
-        let open = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        // Read-write: should the claimed name vanish, the content is read
+        // back into a new inode (`Store::renew`).
+        let open = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let Ok(file) = rustix::fs::openat(dirfd, tmp.as_str(), open, Mode::empty()) else {
             return give_back();
         };
@@ -211,7 +214,7 @@ impl OwnerFile {
             return None;
         }
         Some(OwnerFile {
-            file,
+            file: RefCell::new(file),
             named: Some(tmp),
             spare: true,
             moved: Cell::new(false),
@@ -302,8 +305,11 @@ fn tmp_name() -> String {
 /// [`Store::indexed`] falls back to the directory listing.
 fn set_ips_xattr(owner: &OwnerFile, ips: &[IpAddr]) {
     let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
+    let Ok(file) = owner.file.try_borrow() else {
+        return;
+    };
     let _ = rustix::fs::fsetxattr(
-        &owner.file,
+        &*file,
         IPS_XATTR,
         list.join(",").as_bytes(),
         rustix::fs::XattrFlags::empty(),
@@ -451,9 +457,21 @@ impl Store {
             // (with RENAME_NOREPLACE) fails like link when the name is taken.
             Some(tmp) if owner.spare => {
                 let flags = rustix::fs::RenameFlags::NOREPLACE;
-                rustix::fs::renameat_with(&self.fd, tmp, &self.fd, name, flags)?;
-                owner.moved.set(true);
-                Ok(())
+                match rustix::fs::renameat_with(&self.fd, tmp, &self.fd, name, flags) {
+                    Ok(()) => {
+                        owner.moved.set(true);
+                        Ok(())
+                    }
+                    // The claimed name is gone: another plugin removed it
+                    // (the reference's DEL removes every file holding its
+                    // attachment's text, and a spare holds its last
+                    // owner's). Its inode went with it; a new one serves.
+                    Err(RxErrno::NOENT) => {
+                        self.renew(owner)?;
+                        self.link_owner(owner, name)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Some(tmp) => rustix::fs::linkat(&self.fd, tmp, &self.fd, name, AtFlags::empty()),
             None => {
@@ -463,14 +481,20 @@ impl Store {
                 // CAP_DAC_READ_SEARCH, else ENOENT, and then /proc it is.
                 if !NO_EMPTY_PATH_LINK.load(Ordering::Relaxed) {
                     let empty = AtFlags::EMPTY_PATH;
-                    match rustix::fs::linkat(&owner.file, "", &self.fd, name, empty) {
+                    let file = owner.file.try_borrow().map_err(|_| RxErrno::BUSY)?;
+                    match rustix::fs::linkat(&*file, "", &self.fd, name, empty) {
                         Err(RxErrno::NOENT | RxErrno::PERM) => {
                             NO_EMPTY_PATH_LINK.store(true, Ordering::Relaxed);
                         }
                         r => return r,
                     }
                 }
-                let src = format!("/proc/self/fd/{}", owner.file.as_raw_fd());
+                let fd = owner
+                    .file
+                    .try_borrow()
+                    .map_err(|_| RxErrno::BUSY)?
+                    .as_raw_fd();
+                let src = format!("/proc/self/fd/{fd}");
                 let follow = AtFlags::SYMLINK_FOLLOW;
                 rustix::fs::linkat(CWD, src.as_str(), &self.fd, name, follow)
             }
@@ -489,6 +513,24 @@ impl Store {
             Some(owner) => Ok(owner),
             None => OwnerFile::create(self.fd.as_fd(), &self.dir, container_id, ifname),
         }
+    }
+
+    /// Gives `owner`, a claimed spare whose name vanished, a new anonymous
+    /// inode with the same content. Under the lock; the spare is given up.
+    fn renew(&self, owner: &OwnerFile) -> Result<(), RxErrno> {
+        let old = owner.file.try_borrow().map_err(|_| RxErrno::BUSY)?;
+        let mut content = [0u8; 4096];
+        let n = rustix::io::pread(&*old, &mut content[..], 0)?;
+        drop(old);
+        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+        let fresh = rustix::fs::openat(&self.fd, ".", flags, Mode::from_raw_mode(0o600))?;
+        pwrite_all(&fresh, content.get(..n).unwrap_or_default()).map_err(|e| {
+            e.raw_os_error()
+                .map_or(RxErrno::IO, RxErrno::from_raw_os_error)
+        })?;
+        *owner.file.try_borrow_mut().map_err(|_| RxErrno::BUSY)? = fresh;
+        owner.moved.set(true);
+        Ok(())
     }
 
     /// Drops the temporary name of `owner`, if it still has one: a claimed
@@ -928,6 +970,37 @@ mod tests {
         store.release(ip).unwrap_or_else(|e| panic!("{e}"));
         store.release(ip).unwrap_or_else(|e| panic!("{e}"));
         assert!(store.reserved().unwrap_or_default().is_empty());
+    }
+
+    #[test]
+    fn a_claimed_spare_whose_name_vanishes_is_replaced() {
+        let (d, store) = temp_store();
+        let net = d.path().join("net");
+        fs::write(net.join(SPARE), "a-longer-old-owner\r\neth1").unwrap_or_else(|e| panic!("{e}"));
+        let owner = store
+            .owner_file("c1", "eth0")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(owner.spare, "the spare was claimed");
+        // Another plugin removes the claimed name (the reference's DEL of the
+        // spare's last owner removes files by content).
+        let names = || -> Vec<String> {
+            let rd = fs::read_dir(&net).unwrap_or_else(|e| panic!("{e}"));
+            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        };
+        for n in names().iter().filter(|n| n.starts_with(TMP_PREFIX)) {
+            fs::remove_file(net.join(n)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let ip: IpAddr = "10.0.0.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert!(matches!(store.try_reserve(&owner, ip), Ok(true)));
+        store.finish(owner);
+        assert_eq!(
+            fs::read(net.join("10.0.0.2")).unwrap_or_default(),
+            b"c1\r\neth0"
+        );
+        let mut left = names();
+        left.sort();
+        assert_eq!(left, ["10.0.0.2", "lock"], "nothing else left");
     }
 
     #[test]
