@@ -197,7 +197,7 @@ pub fn del(req: &Request) -> Result<()> {
     // of the reference plugin, or a stale index) every file is read.
     let held = store.indexed(id, &req.ifname)?;
     let from_index = !held.is_empty();
-    let (targets, temporaries) = if held.is_empty() {
+    let (targets, temporaries) = if !from_index {
         let entries = store.entries()?;
         let mut exact = Vec::new();
         let mut legacy = Vec::new();

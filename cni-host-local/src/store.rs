@@ -35,7 +35,7 @@ use rustix::io::Errno as RxErrno;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, DirEntryExt};
@@ -142,26 +142,20 @@ impl OwnerFile {
         ifname: &str,
     ) -> Result<OwnerFile> {
         let content = owner_text(container_id, ifname);
-        let mode = Mode::from_raw_mode(0o600);
-        let anon = rustix::fs::openat(
-            dirfd,
-            ".",
-            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
-            mode,
-        );
-        let (file, named) = match anon {
+        let (file, named) = match anonymous_inode(dirfd) {
             Ok(fd) => (fd, None),
             // Filesystems without O_TMPFILE: a named temporary file.
             Err(_) => {
                 let name = tmp_name();
                 let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+                let mode = Mode::from_raw_mode(0o600);
                 let fd = rustix::fs::openat(dirfd, name.as_str(), flags, mode).map_err(|e| {
                     HostLocalError::io(format!("create {}", dir.join(&name).display()), e)
                 })?;
                 (fd, Some(name))
             }
         };
-        write_all(&file, content.as_bytes())
+        write_over(&file, content.as_bytes(), Some(0))
             .map_err(|e| HostLocalError::io(format!("write {}", dir.display()), e))?;
         Ok(OwnerFile {
             file: RefCell::new(file),
@@ -201,14 +195,8 @@ impl OwnerFile {
             return give_back();
         }
         let content = owner_text(container_id, ifname);
-        let written = pwrite_all(&file, content.as_bytes()).and_then(|()| {
-            // Cut what is left of a longer owner's text.
-            if u64::try_from(st.st_size).map_or(true, |size| size > content.len() as u64) {
-                rustix::fs::ftruncate(&file, content.len() as u64)?;
-            }
-            Ok(())
-        });
-        if written.is_err() {
+        let old_len = u64::try_from(st.st_size).ok();
+        if write_over(&file, content.as_bytes(), old_len).is_err() {
             // Torn: no longer fit to be anybody's.
             let _ = rustix::fs::unlinkat(dirfd, tmp.as_str(), AtFlags::empty());
             return None;
@@ -222,31 +210,29 @@ impl OwnerFile {
     }
 }
 
-/// `pwrite(2)` of all of `bytes` at offset 0.
-fn pwrite_all(fd: impl AsFd, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `content` over the start of `fd`, then cuts what is left of an
+/// older, longer content of `old_len` bytes (`None`: unknown, always cut).
+/// Cheaper than `O_TRUNC`, which frees and reallocates the block.
+fn write_over(fd: impl AsFd, content: &[u8], old_len: Option<u64>) -> rustix::io::Result<()> {
     let mut done = 0;
-    while let Some(rest) = bytes.get(done..).filter(|r| !r.is_empty()) {
+    while let Some(rest) = content.get(done..).filter(|r| !r.is_empty()) {
         match rustix::io::pwrite(fd.as_fd(), rest, done as u64) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(0) => return Err(RxErrno::IO),
             Ok(n) => done += n,
             Err(RxErrno::INTR) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
+    }
+    if old_len.is_none_or(|old| old > done as u64) {
+        rustix::fs::ftruncate(fd.as_fd(), done as u64)?;
     }
     Ok(())
 }
 
-/// `write(2)` until all of `bytes` is out.
-fn write_all(fd: impl AsFd, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        match rustix::io::write(fd.as_fd(), bytes) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
-            Err(RxErrno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
+/// A new anonymous inode (mode 0600) in the directory `dirfd`.
+fn anonymous_inode(dirfd: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+    rustix::fs::openat(dirfd, ".", flags, Mode::from_raw_mode(0o600))
 }
 
 /// Opens a store directory itself as an `O_PATH` descriptor, never through
@@ -289,7 +275,7 @@ pub struct Store {
     dir: PathBuf,
     /// The cursor files [`Store::last_reserved`] opened, kept for
     /// [`Store::set_last_reserved`]: (range set, file, its length).
-    cursors: RefCell<Vec<(usize, OwnedFd, usize)>>,
+    cursors: RefCell<Vec<(usize, OwnedFd, u64)>>,
 }
 
 fn tmp_name() -> String {
@@ -522,12 +508,8 @@ impl Store {
         let mut content = [0u8; 4096];
         let n = rustix::io::pread(&*old, &mut content[..], 0)?;
         drop(old);
-        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
-        let fresh = rustix::fs::openat(&self.fd, ".", flags, Mode::from_raw_mode(0o600))?;
-        pwrite_all(&fresh, content.get(..n).unwrap_or_default()).map_err(|e| {
-            e.raw_os_error()
-                .map_or(RxErrno::IO, RxErrno::from_raw_os_error)
-        })?;
+        let fresh = anonymous_inode(self.fd.as_fd())?;
+        write_over(&fresh, content.get(..n).unwrap_or_default(), Some(0))?;
         *owner.file.try_borrow_mut().map_err(|_| RxErrno::BUSY)? = fresh;
         owner.moved.set(true);
         Ok(())
@@ -622,7 +604,7 @@ impl Store {
         let n = match read {
             Ok((fd, n)) => {
                 if let Ok(mut c) = self.cursors.try_borrow_mut() {
-                    c.push((idx, fd, n));
+                    c.push((idx, fd, n as u64));
                 }
                 n
             }
@@ -656,12 +638,7 @@ impl Store {
             }
             other => other,
         };
-        file.map_err(std::io::Error::from)
-            .and_then(|f| {
-                write_all(&f, content)?;
-                // Cheaper than O_TRUNC, which frees and reallocates the block.
-                rustix::fs::ftruncate(&f, content.len() as u64).map_err(Into::into)
-            })
+        file.and_then(|f| write_over(&f, content, None))
             .map_err(|e| HostLocalError::io(format!("write {}", target().display()), e))
     }
 
@@ -680,30 +657,11 @@ impl Store {
         let Some((_, fd, old_len)) = opened else {
             return self.overwrite(&name, text.as_bytes());
         };
-        // Write over the old content, then cut what is left of it (only
-        // when the new text is shorter).
-        let write = || -> std::io::Result<()> {
-            let mut done = 0;
-            while let Some(rest) = text.as_bytes().get(done..).filter(|r| !r.is_empty()) {
-                match rustix::io::pwrite(&fd, rest, done as u64) {
-                    Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                    Ok(n) => done += n,
-                    Err(RxErrno::INTR) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if text.len() < old_len {
-                rustix::fs::ftruncate(&fd, text.len() as u64)?;
-            }
-            Ok(())
-        };
-        match write() {
+        match write_over(&fd, text.as_bytes(), Some(old_len)) {
             Ok(()) => Ok(()),
             // Opened read-only (a store that refused writing): the slow way,
             // which reports the real failure.
-            Err(e) if e.raw_os_error() == Some(RxErrno::BADF.raw_os_error()) => {
-                self.overwrite(&name, text.as_bytes())
-            }
+            Err(RxErrno::BADF) => self.overwrite(&name, text.as_bytes()),
             Err(e) => Err(HostLocalError::io(
                 format!("write {}", self.dir.join(&name).display()),
                 e,
