@@ -42,7 +42,7 @@
     packages = forAllSystems (pkgs: let
       ps = ourPackages pkgs;
     in {
-      inherit (ps) host-local bridge loopback portmap cri-adapter;
+      inherit (ps) cni-plugins host-local bridge loopback portmap cri-adapter;
       default = ps.all;
     });
 
@@ -81,7 +81,7 @@
         pkgs.testers.runNixOSTest (import ./nix/tests/vm.nix {inherit self pkgs runtime example subnetPrefix;});
     in
       {
-        inherit (self.packages.${pkgs.system}) host-local bridge loopback portmap cri-adapter;
+        inherit (self.packages.${pkgs.system}) cni-plugins cri-adapter;
         module-eval = pkgs.callPackage ./nix/tests/eval-check.nix {};
         vm-containerd = vm "containerd" examples.containerd-node "10.244.1.";
         vm-crio = vm "cri-o" examples.crio-node "10.244.2.";

@@ -47,37 +47,42 @@
         };
       }
       // extra);
+  # The CNI plugins a node execs, by the name each is run under.
+  plugins = {
+    bridge = "bridge CNI plugin, a drop-in replacement for the reference one";
+    host-local = "host-local CNI IPAM plugin, a drop-in replacement for the reference one";
+    loopback = "loopback CNI plugin, a drop-in replacement for the reference one";
+    portmap = "portmap CNI plugin (hostPort), a drop-in replacement for the reference one";
+  };
+  # The multi-call package `drv` as the plugin `name` (only its meta differs).
+  plugin = name:
+    lib.addMetaAttrs {
+      mainProgram = name;
+      description = plugins.${name};
+    };
 in rec {
-  # Plugins use the workspace's `cni` profile (release + LTO + abort on
-  # panic): they are exec'd once per pod and command.
-  host-local = build {
-    pname = "k8s-shims-host-local";
-    crate = "cni-host-local";
-    bin = "host-local";
+  # The plugins are one multi-call executable, `k8s-shims-cni`, with the
+  # workspace's `cni` profile (release + LTO + abort on panic: they are
+  # exec'd once per pod and command), and a link to it under each plugin's
+  # name, as the Debian package ships them. A bridge whose `host-local` on
+  # CNI_PATH is this same file runs it in-process: one exec less per ADD
+  # and DEL, wherever the node's bin dir links both to this package.
+  cni-plugins = build {
+    pname = "k8s-shims-cni-plugins";
+    crate = "cni-plugins";
+    bin = "k8s-shims-cni";
     buildType = "cni";
-    description = "host-local CNI IPAM plugin, a drop-in replacement for the reference one";
+    description = "The k8s-shims CNI plugins (bridge, host-local, loopback, portmap) in one executable";
+    extra.postInstall = lib.concatMapStrings (p: ''
+      ln -s k8s-shims-cni $out/bin/${p}
+    '') (builtins.attrNames plugins);
   };
-  bridge = build {
-    pname = "k8s-shims-bridge";
-    crate = "cni-bridge";
-    bin = "bridge";
-    buildType = "cni";
-    description = "bridge CNI plugin, a drop-in replacement for the reference one";
-  };
-  loopback = build {
-    pname = "k8s-shims-loopback";
-    crate = "cni-loopback";
-    bin = "loopback";
-    buildType = "cni";
-    description = "loopback CNI plugin, a drop-in replacement for the reference one";
-  };
-  portmap = build {
-    pname = "k8s-shims-portmap";
-    crate = "cni-portmap";
-    bin = "portmap";
-    buildType = "cni";
-    description = "portmap CNI plugin (hostPort), a drop-in replacement for the reference one";
-  };
+  # One attribute per plugin, as the modules' services.k8s.packages.* take
+  # them: the same derivation (one build), each with its own mainProgram.
+  host-local = plugin "host-local" cni-plugins;
+  bridge = plugin "bridge" cni-plugins;
+  loopback = plugin "loopback" cni-plugins;
+  portmap = plugin "portmap" cni-plugins;
   cri-adapter = build {
     pname = "k8s-shims-cri-adapter";
     crate = "cri-adapter";
@@ -96,7 +101,7 @@ in rec {
   };
   all = symlinkJoin {
     name = "k8s-shims-${version}";
-    paths = [host-local bridge loopback portmap cri-adapter];
+    paths = [cni-plugins cri-adapter];
     meta.mainProgram = "cri-adapter";
   };
 }

@@ -767,6 +767,33 @@ impl Impl {
         Impl::mixed("multicall", m.clone(), m)
     }
 
+    /// The multi-call executable laid out as the Nix package and the NixOS
+    /// module install it: a package whose `bin/<plugin>` are relative links
+    /// to `bin/k8s-shims-cni`, and a bin dir (the module's link farm) whose
+    /// entries are absolute links to those.
+    pub fn multicall_nix_layout() -> Impl {
+        let m = require_bin(&ours_dir(), "k8s-shims-cni", "our", OURS_HINT);
+        let tmp = tempfile::Builder::new()
+            .prefix("cni-nix-layout-")
+            .tempdir()
+            .expect("cannot create temporary CNI_PATH");
+        let pkg = tmp.path().join("pkg/bin");
+        let farm = tmp.path().join("farm/bin");
+        for d in [&pkg, &farm] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        std::os::unix::fs::symlink(&m, pkg.join("k8s-shims-cni")).expect("symlink executable");
+        for p in ["bridge", "host-local"] {
+            std::os::unix::fs::symlink("k8s-shims-cni", pkg.join(p)).expect("symlink plugin");
+            std::os::unix::fs::symlink(pkg.join(p), farm.join(p)).expect("symlink farm entry");
+        }
+        Impl {
+            label: "multicall-nix-layout".into(),
+            dir: farm,
+            _links: Some(Arc::new(tmp)),
+        }
+    }
+
     /// The multi-call executable as `bridge`, the reference `host-local`
     /// (exec'd: it is another file).
     pub fn multicall_ref_ipam() -> Impl {

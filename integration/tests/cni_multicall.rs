@@ -117,6 +117,11 @@ fn execs_of_one_add(imp: &Impl) -> Vec<String> {
 #[test]
 fn bridge_runs_its_own_host_local_in_process_and_execs_any_other() {
     assert_eq!(execs_of_one_add(&Impl::multicall()), vec!["bridge"]);
+    // Links to links, as a NixOS node's bin dir has them (nix/packages.nix).
+    assert_eq!(
+        execs_of_one_add(&Impl::multicall_nix_layout()),
+        vec!["bridge"]
+    );
     assert_eq!(
         execs_of_one_add(&Impl::multicall_ref_ipam()),
         vec!["bridge", "host-local"]

@@ -854,6 +854,7 @@ fn flake_outputs_evaluate_with_nixpkgs_lib() {
         r["packages"],
         json!([
             "bridge",
+            "cni-plugins",
             "cri-adapter",
             "default",
             "host-local",
@@ -862,6 +863,12 @@ fn flake_outputs_evaluate_with_nixpkgs_lib() {
         ])
     );
     assert_eq!(r["togetherAssertions"], json!([]));
+    // The four plugins are one derivation: the multi-call executable.
+    assert_eq!(
+        r["cniArgs"]["cargoBuildFlags"],
+        json!(["-p", "cni-plugins", "--bin", "k8s-shims-cni"])
+    );
+    assert_eq!(r["pluginAttrs"]["host-local"]["same"], true);
     assert_eq!(r["srcKeeps"]["target/debug/bridge"], false);
     assert_eq!(r["srcKeeps"]["cni-bridge/src/main.rs"], true);
 }

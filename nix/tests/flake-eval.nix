@@ -132,9 +132,12 @@
     nixosModules = builtins.attrNames m;
     nixosConfigurations = builtins.attrNames outputs.nixosConfigurations;
     checks = builtins.attrNames outputs.checks.x86_64-linux;
-    bridgeArgs = {inherit (ps.bridge.args) pname version buildType cargoBuildFlags doCheck;};
-    hostLocalArgs = {inherit (ps.host-local.args) buildType cargoBuildFlags;};
-    portmapArgs = {inherit (ps.portmap.args) buildType cargoBuildFlags;};
+    cniArgs = {inherit (ps.cni-plugins.args) pname version buildType cargoBuildFlags doCheck postInstall;};
+    # Each plugin attribute: the multi-call derivation itself, its own mainProgram.
+    pluginAttrs = lib.genAttrs ["bridge" "host-local" "loopback" "portmap"] (p: {
+      same = ps.${p}.outPath == ps.cni-plugins.outPath && ps.${p}.args == ps.cni-plugins.args;
+      inherit (ps.${p}.meta) mainProgram;
+    });
     criAdapterArgs = {inherit (ps.cri-adapter.args) buildType cargoBuildFlags PROTOC postInstall;};
     allPaths = map (p: p.name) ps.default.paths;
     lockFile = toString ps.bridge.args.cargoLock.lockFile;
@@ -156,25 +159,21 @@
   r = results;
   failures = lib.concatLists [
     (expect "outputs" (r.outputs == ["checks" "devShells" "formatter" "nixosConfigurations" "nixosModules" "overlays" "packages"]))
-    (expect "packages" (r.packages == ["bridge" "cri-adapter" "default" "host-local" "loopback" "portmap"]))
+    (expect "packages" (r.packages == ["bridge" "cni-plugins" "cri-adapter" "default" "host-local" "loopback" "portmap"]))
     (expect "nixosModules" (r.nixosModules == ["cni-bridge" "cni-host-local" "cri-adapter" "default" "kubelet"]))
     (expect "nixosConfigurations" (r.nixosConfigurations == ["containerd-node" "crio-node"]))
-    (expect "checks" (lib.all (c: builtins.elem c r.checks) ["bridge" "cri-adapter" "host-local" "loopback" "portmap" "module-eval" "vm-containerd" "vm-crio" "vm-host-gw" "example-containerd-node" "example-crio-node"]))
-    (expect "bridge package: cni profile, one crate, no sandbox tests" (r.bridgeArgs.buildType == "cni" && r.bridgeArgs.cargoBuildFlags == ["-p" "cni-bridge" "--bin" "bridge"] && !r.bridgeArgs.doCheck))
-    (expect "host-local package" (r.hostLocalArgs
-      == {
-        buildType = "cni";
-        cargoBuildFlags = ["-p" "cni-host-local" "--bin" "host-local"];
-      }))
-    (expect "portmap package" (r.portmapArgs
-      == {
-        buildType = "cni";
-        cargoBuildFlags = ["-p" "cni-portmap" "--bin" "portmap"];
-      }))
+    (expect "checks" (lib.all (c: builtins.elem c r.checks) ["cni-plugins" "cri-adapter" "module-eval" "vm-containerd" "vm-crio" "vm-host-gw" "example-containerd-node" "example-crio-node"]))
+    (expect "plugins package: the multi-call executable, cni profile, no sandbox tests" (r.cniArgs.buildType == "cni" && r.cniArgs.cargoBuildFlags == ["-p" "cni-plugins" "--bin" "k8s-shims-cni"] && !r.cniArgs.doCheck))
+    (expect "plugins package: a link to it under each plugin's name" (lib.all (p: lib.hasInfix "ln -s k8s-shims-cni $out/bin/${p}\n" r.cniArgs.postInstall) ["bridge" "host-local" "loopback" "portmap"]))
+    (expect "plugin packages: the multi-call derivation, each its own mainProgram" (r.pluginAttrs
+      == lib.genAttrs ["bridge" "host-local" "loopback" "portmap"] (p: {
+        same = true;
+        mainProgram = p;
+      })))
     (expect "cri-adapter package: release, protoc" (r.criAdapterArgs.buildType == "release" && r.criAdapterArgs.cargoBuildFlags == ["-p" "cri-adapter" "--bin" "cri-adapter"] && lib.hasSuffix "-protobuf-29.3/bin/protoc" r.criAdapterArgs.PROTOC))
     (expect "cri-adapter package: the runc wrapper is a link named cri-adapter-runc" (lib.hasInfix "ln -s cri-adapter $out/bin/cri-adapter-runc" r.criAdapterArgs.postInstall))
-    (expect "default package: every binary" (r.allPaths == ["k8s-shims-host-local" "k8s-shims-bridge" "k8s-shims-loopback" "k8s-shims-portmap" "k8s-shims-cri-adapter"]))
-    (expect "version from the workspace" (r.bridgeArgs.version == (builtins.fromTOML (builtins.readFile ../../Cargo.toml)).workspace.package.version))
+    (expect "default package: every binary" (r.allPaths == ["k8s-shims-cni-plugins" "k8s-shims-cri-adapter"]))
+    (expect "version from the workspace" (r.cniArgs.version == (builtins.fromTOML (builtins.readFile ../../Cargo.toml)).workspace.package.version))
     (expect "lock file" (lib.hasSuffix "/Cargo.lock" r.lockFile))
     (expect "source filter: the workspace's crates only" (
       r.srcKeeps
@@ -194,7 +193,7 @@
     (expect "modules imported together: declared once, assertions pass" (r.togetherAssertions == []))
     (expect "modules with the overlay: pkgs.k8s-shims" (r.togetherBridge == "${fake.k8s-shims.bridge}/bin/bridge"))
     (expect "modules without the overlay: ours built with the node's pkgs" (r.noOverlayBridge == "${ps.bridge}/bin/bridge"))
-    (expect "overlay" (lib.all (n: builtins.elem n r.overlay) ["all" "bridge" "cri-adapter" "host-local" "loopback" "portmap"]))
+    (expect "overlay" (lib.all (n: builtins.elem n r.overlay) ["all" "bridge" "cni-plugins" "cri-adapter" "host-local" "loopback" "portmap"]))
     (expect "vm tests" (r.vmTests == ["k8s-shims-containerd" "k8s-shims-cri-o" "k8s-shims-host-gw"]))
     (expect "vm test nodes evaluate with no failed assertion; host-gw nodes route to each other" (r.vmNodeAssertions
       == {
