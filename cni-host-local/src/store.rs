@@ -24,15 +24,16 @@
 //!   its file is the same inode. Without the xattr (a filesystem without
 //!   user xattrs) the directory listing's inode numbers find them.
 //! - `.spare` is the inode of a released attachment, which DEL renames
-//!   there instead of freeing it and the next ADD claims (renamed to a
-//!   temporary name), rewrites and renames to its address: no inode is
-//!   allocated or freed per pod.
+//!   there instead of freeing it. The next ADD claims it before the lock (a
+//!   non-blocking flock on it: concurrent ADDs make new inodes instead), and
+//!   under the lock checks it is still that inode, rewrites it and renames
+//!   it to its address: no inode is allocated or freed per pod.
 
 use crate::config::StoreLocation;
 use crate::error::HostLocalError;
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, CWD};
 use rustix::io::Errno as RxErrno;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Read;
@@ -50,7 +51,8 @@ const ATTACHMENT_PREFIX: &str = ".attachment.";
 /// renames it instead of allocating an inode (and DEL renames its index to
 /// it instead of freeing one): allocation is the dearest part of a
 /// reservation on ext4. Neither plugin reads it as a reservation (its name
-/// is no address); it holds the last owner's text until reused.
+/// is no address); it holds the text of its last owner (or of an ADD that
+/// wrote it and then failed) until reused.
 const SPARE: &str = ".spare";
 /// Prefix of temporary files, `.tmp.<pid>.<n>`: only used where the
 /// filesystem has no `O_TMPFILE`; a file whose process is gone is a leftover.
@@ -113,24 +115,63 @@ impl Owner {
     }
 }
 
+/// Where an [`OwnerFile`]'s inode stands.
+#[derive(Debug)]
+enum Inode {
+    /// Anonymous (`O_TMPFILE`), or already a reservation: each further name
+    /// is a link of the open file.
+    Open,
+    /// A named temporary file in the store (filesystems without
+    /// `O_TMPFILE`): linked by this name, which `finish` removes.
+    Temporary(String),
+    /// The store's spare, claimed before the lock (flocked, so concurrent
+    /// ADDs leave it alone) and not written yet; `len` is its old length.
+    Spare { dev: u64, ino: u64, len: u64 },
+    /// The spare, checked and written under the lock: the first reservation
+    /// renames it to its address.
+    SpareWritten,
+}
+
 /// A reservation file's content, ready to be linked under address names.
 #[derive(Debug)]
 pub struct OwnerFile {
-    /// The inode; replaced only when a claimed spare vanished under us.
+    /// The inode; replaced only when a claimed spare changed hands.
     file: RefCell<OwnedFd>,
-    /// Named fallback (in the store directory) when the filesystem has no
-    /// `O_TMPFILE`.
-    named: Option<String>,
-    /// `named` is the store's spare, claimed: the first reservation renames
-    /// it (no inode allocated), and `finish` gives back one never used.
-    spare: bool,
-    /// `named` was renamed to a reservation and is gone.
-    moved: Cell<bool>,
+    /// `<id>\r\n<ifname>`.
+    content: String,
+    state: RefCell<Inode>,
+}
+
+/// A new inode in the store directory `dirfd` holding `content`, not
+/// visible under any address: the error names the syscall that failed.
+fn new_inode(
+    dirfd: BorrowedFd<'_>,
+    content: &str,
+) -> Result<(OwnedFd, Inode), (&'static str, RxErrno)> {
+    let (file, state) = match anonymous_inode(dirfd) {
+        Ok(fd) => (fd, Inode::Open),
+        // Filesystems without O_TMPFILE: a named temporary file.
+        Err(_) => {
+            let name = tmp_name();
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+            let mode = Mode::from_raw_mode(0o600);
+            let fd =
+                rustix::fs::openat(dirfd, name.as_str(), flags, mode).map_err(|e| ("create", e))?;
+            (fd, Inode::Temporary(name))
+        }
+    };
+    write_over(&file, content.as_bytes(), Some(0)).map_err(|e| ("write", e))?;
+    Ok((file, state))
 }
 
 impl OwnerFile {
+    fn set_state(&self, state: Inode) -> Result<(), RxErrno> {
+        *self.state.try_borrow_mut().map_err(|_| RxErrno::BUSY)? = state;
+        Ok(())
+    }
+
     /// Writes (in the store directory `dir`, open as `dirfd`, before any lock
-    /// is taken) `<id>\r\n<ifname>` to a file not yet visible under any
+    /// is taken) `<id>\r\n<ifname>` to a new file not yet visible under any
     /// address.
     ///
     /// # Errors
@@ -142,70 +183,38 @@ impl OwnerFile {
         ifname: &str,
     ) -> Result<OwnerFile> {
         let content = owner_text(container_id, ifname);
-        let (file, named) = match anonymous_inode(dirfd) {
-            Ok(fd) => (fd, None),
-            // Filesystems without O_TMPFILE: a named temporary file.
-            Err(_) => {
-                let name = tmp_name();
-                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-                let mode = Mode::from_raw_mode(0o600);
-                let fd = rustix::fs::openat(dirfd, name.as_str(), flags, mode).map_err(|e| {
-                    HostLocalError::io(format!("create {}", dir.join(&name).display()), e)
-                })?;
-                (fd, Some(name))
-            }
-        };
-        write_over(&file, content.as_bytes(), Some(0))
-            .map_err(|e| HostLocalError::io(format!("write {}", dir.display()), e))?;
+        let (file, state) = new_inode(dirfd, &content).map_err(|(what, e)| {
+            HostLocalError::io(format!("{what} a reservation file in {}", dir.display()), e)
+        })?;
         Ok(OwnerFile {
             file: RefCell::new(file),
-            named,
-            spare: false,
-            moved: Cell::new(false),
+            content,
+            state: RefCell::new(state),
         })
     }
 
-    /// Claims the store's spare inode, if there is one, by renaming it to a
-    /// temporary name (so concurrent commands never share it; no lock is
-    /// needed), and writes `<id>\r\n<ifname>` over it. `None` when there
-    /// is no spare, another command took it first, or it is anything but a
-    /// regular file with no other name (then it is left as it was).
-    pub fn from_spare(
-        dirfd: BorrowedFd<'_>,
-        container_id: &str,
-        ifname: &str,
-    ) -> Option<OwnerFile> {
-        let tmp = tmp_name();
-        let flags = rustix::fs::RenameFlags::NOREPLACE;
-        rustix::fs::renameat_with(dirfd, SPARE, dirfd, tmp.as_str(), flags).ok()?;
-        let give_back = || {
-            let _ = rustix::fs::renameat_with(dirfd, tmp.as_str(), dirfd, SPARE, flags);
-            None
-        };
-        // Read-write: should the claimed name vanish, the content is read
-        // back into a new inode (`Store::renew`).
+    /// Claims the store's spare inode, if there is one, for the owner
+    /// `<id>\r\n<ifname>`: an exclusive flock on it, taken without waiting,
+    /// keeps every concurrent ADD off it (they make new inodes, before the
+    /// lock). Nothing is written yet: the store may change until the lock
+    /// is taken. `None` when there is no spare, another command holds it,
+    /// or it is anything but a regular file with no other name.
+    fn claim_spare(dirfd: BorrowedFd<'_>, container_id: &str, ifname: &str) -> Option<OwnerFile> {
         let open = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let Ok(file) = rustix::fs::openat(dirfd, tmp.as_str(), open, Mode::empty()) else {
-            return give_back();
-        };
-        let Ok(st) = rustix::fs::fstat(&file) else {
-            return give_back();
-        };
+        let file = rustix::fs::openat(dirfd, SPARE, open, Mode::empty()).ok()?;
+        rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).ok()?;
+        let st = rustix::fs::fstat(&file).ok()?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_nlink != 1 {
-            return give_back();
-        }
-        let content = owner_text(container_id, ifname);
-        let old_len = u64::try_from(st.st_size).ok();
-        if write_over(&file, content.as_bytes(), old_len).is_err() {
-            // Torn: no longer fit to be anybody's.
-            let _ = rustix::fs::unlinkat(dirfd, tmp.as_str(), AtFlags::empty());
             return None;
         }
         Some(OwnerFile {
             file: RefCell::new(file),
-            named: Some(tmp),
-            spare: true,
-            moved: Cell::new(false),
+            content: owner_text(container_id, ifname),
+            state: RefCell::new(Inode::Spare {
+                dev: st.st_dev,
+                ino: st.st_ino,
+                len: u64::try_from(st.st_size).unwrap_or(u64::MAX),
+            }),
         })
     }
 }
@@ -435,23 +444,40 @@ impl Store {
     }
 
     /// Makes `name` (in the store) a link of the owner's inode; fails with
-    /// `EEXIST` when the name is taken.
+    /// `EEXIST` when the name is taken. Under the lock.
     fn link_owner(&self, owner: &OwnerFile, name: &str) -> Result<(), RxErrno> {
-        let tmp = owner.named.as_deref().filter(|_| !owner.moved.get());
-        match tmp {
-            // A claimed spare becomes its first reservation by rename, which
-            // (with RENAME_NOREPLACE) fails like link when the name is taken.
-            Some(tmp) if owner.spare => {
+        let state = owner.state.try_borrow().map_err(|_| RxErrno::BUSY)?;
+        match &*state {
+            Inode::Spare { dev, ino, len } => {
+                let (dev, ino, len) = (*dev, *ino, *len);
+                drop(state);
+                // Still the spare claimed? Before the lock, a DEL may have
+                // renamed another inode over it, or the reference's DEL
+                // removed it (it removes every file holding its
+                // attachment's text, and a spare holds its last owner's).
+                let st = rustix::fs::statat(&self.fd, SPARE, AtFlags::SYMLINK_NOFOLLOW);
+                let same = st.is_ok_and(|st| {
+                    (st.st_dev, st.st_ino, st.st_nlink) == (dev, ino, 1)
+                        && FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                });
+                if same {
+                    let file = owner.file.try_borrow().map_err(|_| RxErrno::BUSY)?;
+                    write_over(&*file, owner.content.as_bytes(), Some(len))?;
+                    drop(file);
+                    owner.set_state(Inode::SpareWritten)?;
+                } else {
+                    self.renew(owner)?;
+                }
+                self.link_owner(owner, name)
+            }
+            // The spare becomes its first reservation by rename, which (with
+            // RENAME_NOREPLACE) fails like link when the name is taken.
+            Inode::SpareWritten => {
+                drop(state);
                 let flags = rustix::fs::RenameFlags::NOREPLACE;
-                match rustix::fs::renameat_with(&self.fd, tmp, &self.fd, name, flags) {
-                    Ok(()) => {
-                        owner.moved.set(true);
-                        Ok(())
-                    }
-                    // The claimed name is gone: another plugin removed it
-                    // (the reference's DEL removes every file holding its
-                    // attachment's text, and a spare holds its last
-                    // owner's). Its inode went with it; a new one serves.
+                match rustix::fs::renameat_with(&self.fd, SPARE, &self.fd, name, flags) {
+                    Ok(()) => owner.set_state(Inode::Open),
+                    // Gone although we hold the lock: a new inode serves.
                     Err(RxErrno::NOENT) => {
                         self.renew(owner)?;
                         self.link_owner(owner, name)
@@ -459,15 +485,17 @@ impl Store {
                     Err(e) => Err(e),
                 }
             }
-            Some(tmp) => rustix::fs::linkat(&self.fd, tmp, &self.fd, name, AtFlags::empty()),
-            None => {
+            Inode::Temporary(tmp) => {
+                rustix::fs::linkat(&self.fd, tmp.as_str(), &self.fd, name, AtFlags::empty())
+            }
+            Inode::Open => {
                 // linkat(2): AT_EMPTY_PATH names the open file itself, with
                 // no walk through /proc (a fresh process instantiates its
                 // /proc/<pid>/fd entries on each); it needs
                 // CAP_DAC_READ_SEARCH, else ENOENT, and then /proc it is.
+                let file = owner.file.try_borrow().map_err(|_| RxErrno::BUSY)?;
                 if !NO_EMPTY_PATH_LINK.load(Ordering::Relaxed) {
                     let empty = AtFlags::EMPTY_PATH;
-                    let file = owner.file.try_borrow().map_err(|_| RxErrno::BUSY)?;
                     match rustix::fs::linkat(&*file, "", &self.fd, name, empty) {
                         Err(RxErrno::NOENT | RxErrno::PERM) => {
                             NO_EMPTY_PATH_LINK.store(true, Ordering::Relaxed);
@@ -475,12 +503,7 @@ impl Store {
                         r => return r,
                     }
                 }
-                let fd = owner
-                    .file
-                    .try_borrow()
-                    .map_err(|_| RxErrno::BUSY)?
-                    .as_raw_fd();
-                let src = format!("/proc/self/fd/{fd}");
+                let src = format!("/proc/self/fd/{}", file.as_raw_fd());
                 let follow = AtFlags::SYMLINK_FOLLOW;
                 rustix::fs::linkat(CWD, src.as_str(), &self.fd, name, follow)
             }
@@ -488,46 +511,33 @@ impl Store {
     }
 
     /// A file holding `<id>\r\n<ifname>`, not yet visible under any address:
-    /// the store's spare inode when there is one, else a new one. Needs no
-    /// lock (call it before taking it: concurrent ADDs then queue only for
-    /// the reservation itself).
+    /// the store's spare inode when there is one free, else a new one. Needs
+    /// no lock (call it before taking it: concurrent ADDs then queue only
+    /// for the reservation itself).
     ///
     /// # Errors
     /// The file cannot be created or written.
     pub fn owner_file(&self, container_id: &str, ifname: &str) -> Result<OwnerFile> {
-        match OwnerFile::from_spare(self.fd.as_fd(), container_id, ifname) {
+        match OwnerFile::claim_spare(self.fd.as_fd(), container_id, ifname) {
             Some(owner) => Ok(owner),
             None => OwnerFile::create(self.fd.as_fd(), &self.dir, container_id, ifname),
         }
     }
 
-    /// Gives `owner`, a claimed spare whose name vanished, a new anonymous
-    /// inode with the same content. Under the lock; the spare is given up.
+    /// Gives `owner`, whose claimed spare changed hands, a new inode with
+    /// its content. Under the lock.
     fn renew(&self, owner: &OwnerFile) -> Result<(), RxErrno> {
-        let old = owner.file.try_borrow().map_err(|_| RxErrno::BUSY)?;
-        let mut content = [0u8; 4096];
-        let n = rustix::io::pread(&*old, &mut content[..], 0)?;
-        drop(old);
-        let fresh = anonymous_inode(self.fd.as_fd())?;
-        write_over(&fresh, content.get(..n).unwrap_or_default(), Some(0))?;
-        *owner.file.try_borrow_mut().map_err(|_| RxErrno::BUSY)? = fresh;
-        owner.moved.set(true);
-        Ok(())
+        let (file, state) = new_inode(self.fd.as_fd(), &owner.content).map_err(|(_, e)| e)?;
+        *owner.file.try_borrow_mut().map_err(|_| RxErrno::BUSY)? = file;
+        owner.set_state(state)
     }
 
-    /// Drops the temporary name of `owner`, if it still has one: a claimed
-    /// spare never reserved goes back to being the spare.
+    /// Drops the temporary name of `owner`, if it has one. A claimed spare
+    /// never reserved stays the spare (its flock goes with the process).
     pub fn finish(&self, owner: OwnerFile) {
-        let Some(tmp) = owner.named.as_deref().filter(|_| !owner.moved.get()) else {
-            return;
-        };
-        if owner.spare {
-            let flags = rustix::fs::RenameFlags::NOREPLACE;
-            if rustix::fs::renameat_with(&self.fd, tmp, &self.fd, SPARE, flags).is_ok() {
-                return;
-            }
+        if let Ok(Inode::Temporary(tmp)) = owner.state.try_borrow().as_deref() {
+            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
         }
-        let _ = rustix::fs::unlinkat(&self.fd, tmp, AtFlags::empty());
     }
 
     /// Removes the store entry `name`; an absent one is fine.
@@ -874,6 +884,7 @@ pub struct Entries {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ops::Deref;
 
     #[test]
     fn owners() {
@@ -930,6 +941,20 @@ mod tests {
         assert!(store.reserved().unwrap_or_default().is_empty());
     }
 
+    fn names(dir: &Path) -> Vec<String> {
+        let rd = fs::read_dir(dir).unwrap_or_else(|e| panic!("{e}"));
+        let mut v: Vec<String> = rd
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn ino_of(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(path).map(|m| m.ino()).unwrap_or(0)
+    }
+
     #[test]
     fn a_claimed_spare_whose_name_vanishes_is_replaced() {
         let (d, store) = temp_store();
@@ -938,17 +963,13 @@ mod tests {
         let owner = store
             .owner_file("c1", "eth0")
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(owner.spare, "the spare was claimed");
-        // Another plugin removes the claimed name (the reference's DEL of the
-        // spare's last owner removes files by content).
-        let names = || -> Vec<String> {
-            let rd = fs::read_dir(&net).unwrap_or_else(|e| panic!("{e}"));
-            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .collect()
-        };
-        for n in names().iter().filter(|n| n.starts_with(TMP_PREFIX)) {
-            fs::remove_file(net.join(n)).unwrap_or_else(|e| panic!("{e}"));
-        }
+        assert!(
+            matches!(owner.state.borrow().deref(), Inode::Spare { .. }),
+            "the spare was claimed"
+        );
+        // Before the lock, another plugin removes it (the reference's DEL of
+        // the spare's last owner removes files by content).
+        fs::remove_file(net.join(SPARE)).unwrap_or_else(|e| panic!("{e}"));
         let ip: IpAddr = "10.0.0.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         assert!(matches!(store.try_reserve(&owner, ip), Ok(true)));
         store.finish(owner);
@@ -956,9 +977,61 @@ mod tests {
             fs::read(net.join("10.0.0.2")).unwrap_or_default(),
             b"c1\r\neth0"
         );
-        let mut left = names();
-        left.sort();
-        assert_eq!(left, ["10.0.0.2", "lock"], "nothing else left");
+        assert_eq!(names(&net), ["10.0.0.2", "lock"], "nothing else left");
+    }
+
+    #[test]
+    fn a_spare_replaced_before_the_lock_is_not_written_through() {
+        let (d, store) = temp_store();
+        let net = d.path().join("net");
+        fs::write(net.join(SPARE), "old\r\neth1").unwrap_or_else(|e| panic!("{e}"));
+        let owner = store
+            .owner_file("c1", "eth0")
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A DEL renames another released attachment over the spare.
+        fs::write(net.join("other"), "c9\r\neth0").unwrap_or_else(|e| panic!("{e}"));
+        fs::rename(net.join("other"), net.join(SPARE)).unwrap_or_else(|e| panic!("{e}"));
+        let new_spare = ino_of(&net.join(SPARE));
+        let ip: IpAddr = "10.0.0.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert!(matches!(store.try_reserve(&owner, ip), Ok(true)));
+        store.finish(owner);
+        assert_eq!(
+            fs::read(net.join("10.0.0.2")).unwrap_or_default(),
+            b"c1\r\neth0"
+        );
+        assert_ne!(ino_of(&net.join("10.0.0.2")), new_spare);
+        assert_eq!(ino_of(&net.join(SPARE)), new_spare, "the new spare stays");
+        assert_eq!(fs::read(net.join(SPARE)).unwrap_or_default(), b"c9\r\neth0");
+    }
+
+    #[test]
+    fn a_spare_claimed_by_another_command_is_not_shared() {
+        let (d, store) = temp_store();
+        let net = d.path().join("net");
+        fs::write(net.join(SPARE), "old\r\neth1").unwrap_or_else(|e| panic!("{e}"));
+        let first = store
+            .owner_file("c1", "eth0")
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A second descriptor's flock conflicts as another process's would.
+        let second = store
+            .owner_file("c2", "eth0")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(first.state.borrow().deref(), Inode::Spare { .. }));
+        assert!(matches!(second.state.borrow().deref(), Inode::Open));
+        let ips: [IpAddr; 2] = [[10, 0, 0, 2].into(), [10, 0, 0, 3].into()];
+        assert!(matches!(store.try_reserve(&second, ips[1]), Ok(true)));
+        assert!(matches!(store.try_reserve(&first, ips[0]), Ok(true)));
+        store.finish(first);
+        store.finish(second);
+        assert_eq!(
+            fs::read(net.join("10.0.0.2")).unwrap_or_default(),
+            b"c1\r\neth0"
+        );
+        assert_eq!(
+            fs::read(net.join("10.0.0.3")).unwrap_or_default(),
+            b"c2\r\neth0"
+        );
+        assert_eq!(names(&net), ["10.0.0.2", "10.0.0.3", "lock"]);
     }
 
     #[test]
