@@ -200,7 +200,10 @@ impl OwnerFile {
     /// is taken. `None` when there is no spare, another command holds it,
     /// or it is anything but a regular file with no other name.
     fn claim_spare(dirfd: BorrowedFd<'_>, container_id: &str, ifname: &str) -> Option<OwnerFile> {
-        let open = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        // Non-blocking (a FIFO put there does not hang us) and never a
+        // controlling terminal; anything but a regular file is refused below.
+        let open =
+            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
         let file = rustix::fs::openat(dirfd, SPARE, open, Mode::empty()).ok()?;
         rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).ok()?;
         let st = rustix::fs::fstat(&file).ok()?;
