@@ -629,6 +629,19 @@ impl Store {
     }
 }
 
+/// Runs `f(i)` for `0..n` in `n` threads at once and returns the results in
+/// order of `i`.
+pub fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = (0..n).map(|i| s.spawn(move || f(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a parallel worker panicked"))
+            .collect()
+    })
+}
+
 /// The content host-local writes for an attachment.
 pub fn owner(id: &str, ifname: &str) -> String {
     format!("{id}\r\n{ifname}")

@@ -10,15 +10,6 @@ use serde_json::Value;
 
 const IF: &str = "eth0";
 
-/// Runs `f(i)` for `0..n` in `n` parallel threads and collects the results in order.
-fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    std::thread::scope(|s| {
-        let f = &f;
-        let handles: Vec<_> = (0..n).map(|i| s.spawn(move || f(i))).collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
-}
-
 #[track_caller]
 fn assert_store_matches(store: &Store, expected: &[(String, IpAddr)]) {
     let want: BTreeSet<IpAddr> = expected.iter().map(|(_, a)| *a).collect();

@@ -200,3 +200,67 @@ fn the_reference_works_beside_a_spare() {
     let a = single_addr(&r).to_string();
     assert_eq!(store.read_ip(&a), Some(owner("c2", IF)));
 }
+
+/// Concurrent ADDs and DELs around the spare: each round starts with a
+/// spare, half the pods of the last round are deleted (each DEL renames its
+/// inode over `.spare`) while as many new ADDs run, so a claimed spare can
+/// be replaced before the claimer takes the lock. No address is handed out
+/// twice, every reservation holds its own owner's text, at most one ADD per
+/// spare reuses it, and the store ends clean.
+#[test]
+fn concurrent_adds_and_dels_never_share_a_spare() {
+    const N: usize = 16;
+    let net = TestNet::new("sparerace");
+    let conf = conf(&net);
+    let store = net.store();
+    ok(ours().add(&conf, "seed", IF, &[]), "ADD seed");
+    ok(ours().del(&conf, "seed", IF, &[]), "DEL seed");
+    let mut live: Vec<String> = Vec::new();
+    for round in 0..6 {
+        // The spare at the round's start, if the last round left one.
+        let spare = fs::symlink_metadata(store.path(".spare"))
+            .ok()
+            .map(|m| m.ino());
+        let gone: Vec<String> = live.drain(..live.len() / 2).collect();
+        let born: Vec<String> = (0..N).map(|i| format!("r{round}-{i}")).collect();
+        let results = parallel(gone.len() + born.len(), |k| match gone.get(k) {
+            Some(id) => ours().del(&conf, id, IF, &[]).map(|_| None),
+            None => ours().add(&conf, &born[k - gone.len()], IF, &[]).map(Some),
+        });
+        for (k, r) in results.into_iter().enumerate() {
+            ok(r, &format!("round {round}, call {k}"));
+        }
+        live.extend(born);
+        assert_eq!(store.ip_names().len(), live.len(), "round {round}");
+        let mut reused = 0;
+        for id in &live {
+            let held: Vec<String> = store
+                .ip_names()
+                .into_iter()
+                .filter(|a| store.read_ip(a) == Some(owner(id, IF)))
+                .collect();
+            assert_eq!(held.len(), 1, "round {round}: {id} holds {held:?}");
+            reused += usize::from(Some(ino(&store, &held[0])) == spare);
+        }
+        assert!(
+            reused <= 1,
+            "round {round}: the spare went to {reused} ADDs"
+        );
+        assert!(
+            store
+                .dotfiles()
+                .iter()
+                .all(|n| n == ".spare" || n.starts_with(".attachment.")),
+            "round {round}: {:?}",
+            store.dotfiles()
+        );
+    }
+    let ends = parallel(live.len(), |k| ours().del(&conf, &live[k], IF, &[]));
+    for (k, r) in ends.into_iter().enumerate() {
+        ok(r, &format!("final DEL {k}"));
+    }
+    assert_eq!(store.non_bookkeeping(), Vec::<String>::new());
+    assert_eq!(store.dotfiles(), vec![".spare".to_string()]);
+    let meta = fs::symlink_metadata(store.path(".spare")).unwrap();
+    assert_eq!((meta.nlink(), meta.file_type().is_file()), (1, true));
+}
