@@ -958,11 +958,12 @@ mod tests {
         fs::symlink_metadata(path).map(|m| m.ino()).unwrap_or(0)
     }
 
-    #[test]
-    fn a_claimed_spare_whose_name_vanishes_is_replaced() {
+    /// A store whose spare holds `old`, claimed for c1/eth0 (not locked
+    /// for real: nothing else runs), and the store's directory.
+    fn claimed_spare(old: &str) -> (tempfile::TempDir, Store, PathBuf, OwnerFile) {
         let (d, store) = temp_store();
         let net = d.path().join("net");
-        fs::write(net.join(SPARE), "a-longer-old-owner\r\neth1").unwrap_or_else(|e| panic!("{e}"));
+        fs::write(net.join(SPARE), old).unwrap_or_else(|e| panic!("{e}"));
         let owner = store
             .owner_file("c1", "eth0")
             .unwrap_or_else(|e| panic!("{e}"));
@@ -970,39 +971,37 @@ mod tests {
             matches!(owner.state.borrow().deref(), Inode::Spare { .. }),
             "the spare was claimed"
         );
-        // Before the lock, another plugin removes it (the reference's DEL of
-        // the spare's last owner removes files by content).
-        fs::remove_file(net.join(SPARE)).unwrap_or_else(|e| panic!("{e}"));
+        (d, store, net, owner)
+    }
+
+    /// Reserves 10.0.0.2 for `owner`; the reservation file's inode.
+    fn reserve_first(store: &Store, net: &Path, owner: OwnerFile) -> u64 {
         let ip: IpAddr = "10.0.0.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         assert!(matches!(store.try_reserve(&owner, ip), Ok(true)));
         store.finish(owner);
-        assert_eq!(
-            fs::read(net.join("10.0.0.2")).unwrap_or_default(),
-            b"c1\r\neth0"
-        );
+        let file = net.join("10.0.0.2");
+        assert_eq!(fs::read(&file).unwrap_or_default(), b"c1\r\neth0");
+        ino_of(&file)
+    }
+
+    #[test]
+    fn a_claimed_spare_whose_name_vanishes_is_replaced() {
+        let (_d, store, net, owner) = claimed_spare("a-longer-old-owner\r\neth1");
+        // Before the lock, another plugin removes it (the reference's DEL of
+        // the spare's last owner removes files by content).
+        fs::remove_file(net.join(SPARE)).unwrap_or_else(|e| panic!("{e}"));
+        reserve_first(&store, &net, owner);
         assert_eq!(names(&net), ["10.0.0.2", "lock"], "nothing else left");
     }
 
     #[test]
     fn a_spare_replaced_before_the_lock_is_not_written_through() {
-        let (d, store) = temp_store();
-        let net = d.path().join("net");
-        fs::write(net.join(SPARE), "old\r\neth1").unwrap_or_else(|e| panic!("{e}"));
-        let owner = store
-            .owner_file("c1", "eth0")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (_d, store, net, owner) = claimed_spare("old\r\neth1");
         // A DEL renames another released attachment over the spare.
         fs::write(net.join("other"), "c9\r\neth0").unwrap_or_else(|e| panic!("{e}"));
         fs::rename(net.join("other"), net.join(SPARE)).unwrap_or_else(|e| panic!("{e}"));
         let new_spare = ino_of(&net.join(SPARE));
-        let ip: IpAddr = "10.0.0.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        assert!(matches!(store.try_reserve(&owner, ip), Ok(true)));
-        store.finish(owner);
-        assert_eq!(
-            fs::read(net.join("10.0.0.2")).unwrap_or_default(),
-            b"c1\r\neth0"
-        );
-        assert_ne!(ino_of(&net.join("10.0.0.2")), new_spare);
+        assert_ne!(reserve_first(&store, &net, owner), new_spare);
         assert_eq!(ino_of(&net.join(SPARE)), new_spare, "the new spare stays");
         assert_eq!(fs::read(net.join(SPARE)).unwrap_or_default(), b"c9\r\neth0");
     }
