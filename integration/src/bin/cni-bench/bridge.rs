@@ -24,8 +24,9 @@
 //! by a signal thread on SIGINT/SIGTERM/SIGHUP, and namespaces left by an earlier run that was
 //! killed (`cnibench-<pid>-*` whose pid is no longer a cni-bench) are deleted at start.
 //!
-//! Measurements, ours, the reference and the floor interleaved (which of the three goes first
-//! rotates every iteration):
+//! Measurements, ours, the reference and the floor interleaved (the iterations cycle through
+//! all six orders of the three, so each runs in each place and after each other one equally
+//! often):
 //! - (a) ADD then DEL of one pod (same container netns and ifname), exec → exit of each, summed;
 //!   median and p90 over N; and the same with ipMasq on over M iterations (iptables rules in the
 //!   fake host);

@@ -88,11 +88,22 @@ pub(crate) fn labelled(side: &Side, e: String) -> String {
     }
 }
 
+/// The orders the three runners of an iteration take (0 and 1: the sides, 2: the floor): all
+/// six, in turn, so that each runs in each place and right after each other one equally often.
+const ORDERS: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [0, 2, 1],
+    [2, 1, 0],
+    [1, 0, 2],
+];
+
 /// Runs `step(side, i)` for i in 0..n on both sides and `floor` (with `sides[0]`'s worker),
-/// interleaved, rotating which of the three goes first: a DEL's time is mostly the kernel's
-/// RCU barrier, whose length depends on what ran just before it (measured: the floor's DEL
-/// median 22.0 ms when it always ran before ours, 18.7 ms when always after), so no one of
-/// them may keep one place. A side whose step fails stops there (its leftovers are removed)
+/// interleaved in every order in turn ([`ORDERS`]): a DEL's time is mostly the kernel's RCU
+/// barrier, whose length depends on what ran just before it (measured: the floor's DEL median
+/// 22.0 ms when it always ran before ours, 18.7 ms when always after), so none may keep one
+/// place or one predecessor. A side whose step fails stops there (its leftovers are removed)
 /// while the other goes on.
 pub(crate) fn interleave<T, F>(
     sides: &mut [Side; 2],
@@ -106,8 +117,7 @@ pub(crate) fn interleave<T, F>(
         if res.iter().all(Result::is_err) {
             break;
         }
-        for k in 0..3 {
-            let s = (i + k) % 3;
+        for &s in &ORDERS[i % ORDERS.len()] {
             if s == 2 {
                 floors.push(floor(&mut sides[0], i));
                 continue;
