@@ -124,9 +124,9 @@ enum Inode {
     /// A named temporary file in the store (filesystems without
     /// `O_TMPFILE`): linked by this name, which `finish` removes.
     Temporary(String),
-    /// The store's spare, claimed before the lock (flocked, so concurrent
-    /// ADDs leave it alone) and not written yet; `len` is its old length.
-    Spare { dev: u64, ino: u64, len: u64 },
+    /// The store's spare (this device and inode), claimed before the lock
+    /// (flocked, so concurrent ADDs leave it alone) and not written yet.
+    Spare { dev: u64, ino: u64 },
     /// The spare, checked and written under the lock: the first reservation
     /// renames it to its address.
     SpareWritten,
@@ -140,6 +140,12 @@ pub struct OwnerFile {
     /// `<id>\r\n<ifname>`.
     content: String,
     state: RefCell<Inode>,
+}
+
+/// A regular file with no other name: what a spare must be before anything
+/// is written to it (never a FIFO, a device, or a link of a reservation).
+fn lone_regular_file(st: &rustix::fs::Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_nlink == 1
 }
 
 /// A new inode in the store directory `dirfd` holding `content`, not
@@ -206,17 +212,13 @@ impl OwnerFile {
             OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
         let file = rustix::fs::openat(dirfd, SPARE, open, Mode::empty()).ok()?;
         rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).ok()?;
-        let st = rustix::fs::fstat(&file).ok()?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_nlink != 1 {
-            return None;
-        }
+        let st = rustix::fs::fstat(&file).ok().filter(lone_regular_file)?;
         Some(OwnerFile {
             file: RefCell::new(file),
             content: owner_text(container_id, ifname),
             state: RefCell::new(Inode::Spare {
                 dev: st.st_dev,
                 ino: st.st_ino,
-                len: u64::try_from(st.st_size).unwrap_or(u64::MAX),
             }),
         })
     }
@@ -451,21 +453,20 @@ impl Store {
     fn link_owner(&self, owner: &OwnerFile, name: &str) -> Result<(), RxErrno> {
         let state = owner.state.try_borrow().map_err(|_| RxErrno::BUSY)?;
         match &*state {
-            Inode::Spare { dev, ino, len } => {
-                let (dev, ino, len) = (*dev, *ino, *len);
+            Inode::Spare { dev, ino } => {
+                let (dev, ino) = (*dev, *ino);
                 drop(state);
                 // Still the spare claimed? Before the lock, a DEL may have
                 // renamed another inode over it, or the reference's DEL
                 // removed it (it removes every file holding its
                 // attachment's text, and a spare holds its last owner's).
-                let st = rustix::fs::statat(&self.fd, SPARE, AtFlags::SYMLINK_NOFOLLOW);
-                let same = st.is_ok_and(|st| {
-                    (st.st_dev, st.st_ino, st.st_nlink) == (dev, ino, 1)
-                        && FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
-                });
-                if same {
+                let st = rustix::fs::statat(&self.fd, SPARE, AtFlags::SYMLINK_NOFOLLOW)
+                    .ok()
+                    .filter(|st| (st.st_dev, st.st_ino) == (dev, ino) && lone_regular_file(st));
+                if let Some(st) = st {
                     let file = owner.file.try_borrow().map_err(|_| RxErrno::BUSY)?;
-                    write_over(&*file, owner.content.as_bytes(), Some(len))?;
+                    let len = u64::try_from(st.st_size).ok();
+                    write_over(&*file, owner.content.as_bytes(), len)?;
                     drop(file);
                     owner.set_state(Inode::SpareWritten)?;
                 } else {
