@@ -31,17 +31,22 @@
 
 use crate::config::StoreLocation;
 use crate::error::HostLocalError;
-use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, CWD};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 use rustix::io::Errno as RxErrno;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Read;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, DirEntryExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+mod index;
+mod owner_file;
+
+pub use owner_file::OwnerFile;
 
 type Result<T, E = HostLocalError> = std::result::Result<T, E>;
 
@@ -59,10 +64,6 @@ const SPARE: &str = ".spare";
 const TMP_PREFIX: &str = ".tmp.";
 /// Largest reservation file we read; real ones are well under 300 bytes.
 const MAX_RESERVATION_LEN: u64 = 4096;
-/// The xattr of a reservation inode listing the attachment's addresses.
-const IPS_XATTR: &str = "user.k8s-shims.ips";
-/// Set once `linkat(AT_EMPTY_PATH)` was refused (no CAP_DAC_READ_SEARCH).
-static NO_EMPTY_PATH_LINK: AtomicBool = AtomicBool::new(false);
 
 /// The text of an OS error the way the reference prints it (`no such file or
 /// directory`).
@@ -115,115 +116,6 @@ impl Owner {
     }
 }
 
-/// Where an [`OwnerFile`]'s inode stands.
-#[derive(Debug)]
-enum Inode {
-    /// Anonymous (`O_TMPFILE`), or already a reservation: each further name
-    /// is a link of the open file.
-    Open,
-    /// A named temporary file in the store (filesystems without
-    /// `O_TMPFILE`): linked by this name, which `finish` removes.
-    Temporary(String),
-    /// The store's spare (this device and inode), claimed before the lock
-    /// (flocked, so concurrent ADDs leave it alone) and not written yet.
-    Spare { dev: u64, ino: u64 },
-    /// The spare, checked and written under the lock: the first reservation
-    /// renames it to its address.
-    SpareWritten,
-}
-
-/// A reservation file's content, ready to be linked under address names.
-#[derive(Debug)]
-pub struct OwnerFile {
-    /// The inode; replaced only when a claimed spare changed hands.
-    file: RefCell<OwnedFd>,
-    /// `<id>\r\n<ifname>`.
-    content: String,
-    state: RefCell<Inode>,
-}
-
-/// A regular file with no other name: what a spare must be before anything
-/// is written to it (never a FIFO, a device, or a link of a reservation).
-fn lone_regular_file(st: &rustix::fs::Stat) -> bool {
-    FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_nlink == 1
-}
-
-/// A new inode in the store directory `dirfd` holding `content`, not
-/// visible under any address: the error names the syscall that failed.
-fn new_inode(
-    dirfd: BorrowedFd<'_>,
-    content: &str,
-) -> Result<(OwnedFd, Inode), (&'static str, RxErrno)> {
-    let (file, state) = match anonymous_inode(dirfd) {
-        Ok(fd) => (fd, Inode::Open),
-        // Filesystems without O_TMPFILE: a named temporary file.
-        Err(_) => {
-            let name = tmp_name();
-            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-            let mode = Mode::from_raw_mode(0o600);
-            let fd =
-                rustix::fs::openat(dirfd, name.as_str(), flags, mode).map_err(|e| ("create", e))?;
-            (fd, Inode::Temporary(name))
-        }
-    };
-    write_over(&file, content.as_bytes(), Some(0)).map_err(|e| ("write", e))?;
-    Ok((file, state))
-}
-
-impl OwnerFile {
-    fn set_state(&self, state: Inode) -> Result<(), RxErrno> {
-        *self.state.try_borrow_mut().map_err(|_| RxErrno::BUSY)? = state;
-        Ok(())
-    }
-
-    /// Writes (in the store directory `dir`, open as `dirfd`, before any lock
-    /// is taken) `<id>\r\n<ifname>` to a new file not yet visible under any
-    /// address.
-    ///
-    /// # Errors
-    /// The file cannot be created or written.
-    pub fn create(
-        dirfd: BorrowedFd<'_>,
-        dir: &Path,
-        container_id: &str,
-        ifname: &str,
-    ) -> Result<OwnerFile> {
-        let content = owner_text(container_id, ifname);
-        let (file, state) = new_inode(dirfd, &content).map_err(|(what, e)| {
-            HostLocalError::io(format!("{what} a reservation file in {}", dir.display()), e)
-        })?;
-        Ok(OwnerFile {
-            file: RefCell::new(file),
-            content,
-            state: RefCell::new(state),
-        })
-    }
-
-    /// Claims the store's spare inode, if there is one, for the owner
-    /// `<id>\r\n<ifname>`: an exclusive flock on it, taken without waiting,
-    /// keeps every concurrent ADD off it (they make new inodes, before the
-    /// lock). Nothing is written yet: the store may change until the lock
-    /// is taken. `None` when there is no spare, another command holds it,
-    /// or it is anything but a regular file with no other name.
-    fn claim_spare(dirfd: BorrowedFd<'_>, container_id: &str, ifname: &str) -> Option<OwnerFile> {
-        // Non-blocking (a FIFO put there does not hang us) and never a
-        // controlling terminal; anything but a regular file is refused below.
-        let open =
-            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-        let file = rustix::fs::openat(dirfd, SPARE, open, Mode::empty()).ok()?;
-        rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).ok()?;
-        let st = rustix::fs::fstat(&file).ok().filter(lone_regular_file)?;
-        Some(OwnerFile {
-            file: RefCell::new(file),
-            content: owner_text(container_id, ifname),
-            state: RefCell::new(Inode::Spare {
-                dev: st.st_dev,
-                ino: st.st_ino,
-            }),
-        })
-    }
-}
-
 /// Writes `content` over the start of `fd`, then cuts what is left of an
 /// older, longer content of `old_len` bytes (`None`: unknown, always cut).
 /// Cheaper than `O_TRUNC`, which frees and reallocates the block.
@@ -241,12 +133,6 @@ fn write_over(fd: impl AsFd, content: &[u8], old_len: Option<u64>) -> rustix::io
         rustix::fs::ftruncate(fd.as_fd(), done as u64)?;
     }
     Ok(())
-}
-
-/// A new anonymous inode (mode 0600) in the directory `dirfd`.
-fn anonymous_inode(dirfd: BorrowedFd<'_>) -> rustix::io::Result<OwnedFd> {
-    let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
-    rustix::fs::openat(dirfd, ".", flags, Mode::from_raw_mode(0o600))
 }
 
 /// Opens a store directory itself as an `O_PATH` descriptor, never through
@@ -299,21 +185,6 @@ fn tmp_name() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// Lists `ips` in the owner inode's xattr. Best effort: without it,
-/// [`Store::indexed`] falls back to the directory listing.
-fn set_ips_xattr(owner: &OwnerFile, ips: &[IpAddr]) {
-    let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
-    let Ok(file) = owner.file.try_borrow() else {
-        return;
-    };
-    let _ = rustix::fs::fsetxattr(
-        &*file,
-        IPS_XATTR,
-        list.join(",").as_bytes(),
-        rustix::fs::XattrFlags::empty(),
-    );
 }
 
 fn symlink_error(path: &Path) -> HostLocalError {
@@ -445,102 +316,6 @@ impl Store {
     pub fn prober(&self) -> Prober<'_> {
         Prober {
             dir: self.fd.as_fd(),
-        }
-    }
-
-    /// Makes `name` (in the store) a link of the owner's inode; fails with
-    /// `EEXIST` when the name is taken. Under the lock.
-    fn link_owner(&self, owner: &OwnerFile, name: &str) -> Result<(), RxErrno> {
-        let state = owner.state.try_borrow().map_err(|_| RxErrno::BUSY)?;
-        match &*state {
-            Inode::Spare { dev, ino } => {
-                let (dev, ino) = (*dev, *ino);
-                drop(state);
-                // Still the spare claimed? Before the lock, a DEL may have
-                // renamed another inode over it, or the reference's DEL
-                // removed it (it removes every file holding its
-                // attachment's text, and a spare holds its last owner's).
-                let st = rustix::fs::statat(&self.fd, SPARE, AtFlags::SYMLINK_NOFOLLOW)
-                    .ok()
-                    .filter(|st| (st.st_dev, st.st_ino) == (dev, ino) && lone_regular_file(st));
-                if let Some(st) = st {
-                    let file = owner.file.try_borrow().map_err(|_| RxErrno::BUSY)?;
-                    let len = u64::try_from(st.st_size).ok();
-                    write_over(&*file, owner.content.as_bytes(), len)?;
-                    drop(file);
-                    owner.set_state(Inode::SpareWritten)?;
-                } else {
-                    self.renew(owner)?;
-                }
-                self.link_owner(owner, name)
-            }
-            // The spare becomes its first reservation by rename, which (with
-            // RENAME_NOREPLACE) fails like link when the name is taken.
-            Inode::SpareWritten => {
-                drop(state);
-                let flags = rustix::fs::RenameFlags::NOREPLACE;
-                match rustix::fs::renameat_with(&self.fd, SPARE, &self.fd, name, flags) {
-                    Ok(()) => owner.set_state(Inode::Open),
-                    // Gone although we hold the lock: a new inode serves.
-                    Err(RxErrno::NOENT) => {
-                        self.renew(owner)?;
-                        self.link_owner(owner, name)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Inode::Temporary(tmp) => {
-                rustix::fs::linkat(&self.fd, tmp.as_str(), &self.fd, name, AtFlags::empty())
-            }
-            Inode::Open => {
-                // linkat(2): AT_EMPTY_PATH names the open file itself, with
-                // no walk through /proc (a fresh process instantiates its
-                // /proc/<pid>/fd entries on each); it needs
-                // CAP_DAC_READ_SEARCH, else ENOENT, and then /proc it is.
-                let file = owner.file.try_borrow().map_err(|_| RxErrno::BUSY)?;
-                if !NO_EMPTY_PATH_LINK.load(Ordering::Relaxed) {
-                    let empty = AtFlags::EMPTY_PATH;
-                    match rustix::fs::linkat(&*file, "", &self.fd, name, empty) {
-                        Err(RxErrno::NOENT | RxErrno::PERM) => {
-                            NO_EMPTY_PATH_LINK.store(true, Ordering::Relaxed);
-                        }
-                        r => return r,
-                    }
-                }
-                let src = format!("/proc/self/fd/{}", file.as_raw_fd());
-                let follow = AtFlags::SYMLINK_FOLLOW;
-                rustix::fs::linkat(CWD, src.as_str(), &self.fd, name, follow)
-            }
-        }
-    }
-
-    /// A file holding `<id>\r\n<ifname>`, not yet visible under any address:
-    /// the store's spare inode when there is one free, else a new one. Needs
-    /// no lock (call it before taking it: concurrent ADDs then queue only
-    /// for the reservation itself).
-    ///
-    /// # Errors
-    /// The file cannot be created or written.
-    pub fn owner_file(&self, container_id: &str, ifname: &str) -> Result<OwnerFile> {
-        match OwnerFile::claim_spare(self.fd.as_fd(), container_id, ifname) {
-            Some(owner) => Ok(owner),
-            None => OwnerFile::create(self.fd.as_fd(), &self.dir, container_id, ifname),
-        }
-    }
-
-    /// Gives `owner`, whose claimed spare changed hands, a new inode with
-    /// its content. Under the lock.
-    fn renew(&self, owner: &OwnerFile) -> Result<(), RxErrno> {
-        let (file, state) = new_inode(self.fd.as_fd(), &owner.content).map_err(|(_, e)| e)?;
-        *owner.file.try_borrow_mut().map_err(|_| RxErrno::BUSY)? = file;
-        owner.set_state(state)
-    }
-
-    /// Drops the temporary name of `owner`, if it has one. A claimed spare
-    /// never reserved stays the spare (its flock goes with the process).
-    pub fn finish(&self, owner: OwnerFile) {
-        if let Ok(Inode::Temporary(tmp)) = owner.state.try_borrow().as_deref() {
-            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
         }
     }
 
@@ -683,128 +458,6 @@ impl Store {
         }
     }
 
-    fn attachment_name(container_id: &str, ifname: &str) -> Option<String> {
-        let name = format!("{ATTACHMENT_PREFIX}{}:{ifname}", container_id.trim());
-        // NAME_MAX; a longer ID simply goes without an index entry.
-        (name.len() <= 255).then_some(name)
-    }
-
-    /// The addresses our index says the attachment holds, each verified to
-    /// be a link of the index's own inode. Empty when there is no index.
-    ///
-    /// # Errors
-    /// The index exists but cannot be read, or the fallback listing fails.
-    pub fn indexed(&self, container_id: &str, ifname: &str) -> Result<Vec<IpAddr>> {
-        let Some(name) = Self::attachment_name(container_id, ifname) else {
-            return Ok(Vec::new());
-        };
-        let path = self.dir.join(&name);
-        let meta = match rustix::fs::statat(&self.fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(m) => m,
-            Err(RxErrno::NOENT) => return Ok(Vec::new()),
-            Err(e) => return Err(HostLocalError::io(format!("stat {}", path.display()), e)),
-        };
-        let same = |ip: &IpAddr| {
-            rustix::fs::statat(&self.fd, ip.to_string(), AtFlags::SYMLINK_NOFOLLOW)
-                .is_ok_and(|m| m.st_ino == meta.st_ino && m.st_dev == meta.st_dev)
-        };
-        let mut buf = [0u8; 2048];
-        match rustix::fs::lgetxattr(&path, IPS_XATTR, &mut buf[..]) {
-            Ok(n) => Ok(String::from_utf8_lossy(buf.get(..n).unwrap_or_default())
-                .split(',')
-                .filter_map(|s| s.parse().ok())
-                .filter(same)
-                .collect()),
-            // No xattr support (or none written): the listing's inode
-            // numbers tell which names are links of this inode.
-            Err(_) => {
-                let rd = fs::read_dir(&self.dir)
-                    .map_err(|e| HostLocalError::io(format!("list {}", self.dir.display()), e))?;
-                Ok(rd
-                    .filter_map(|e| e.ok())
-                    .filter(|e| e.ino() == meta.st_ino)
-                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                    .collect())
-            }
-        }
-    }
-
-    /// Records that the attachment owning `owner` holds `ips`: the address
-    /// list goes into the inode's xattr, and the index name becomes one more
-    /// link of the inode.
-    ///
-    /// When the attachment already has an index (a runtime repeated ADD, e.g.
-    /// with another requested address), the addresses it lists are adopted:
-    /// their files become links of the new inode too, so one DEL releases
-    /// every address the attachment holds. The old index goes first, so a
-    /// crash midway leaves a DEL that reads every file by content.
-    ///
-    /// # Errors
-    /// The index link cannot be made, or an older address cannot be adopted.
-    pub fn index(
-        &self,
-        owner: &OwnerFile,
-        container_id: &str,
-        ifname: &str,
-        ips: &[IpAddr],
-    ) -> Result<()> {
-        let Some(name) = Self::attachment_name(container_id, ifname) else {
-            return Ok(());
-        };
-        let link_error =
-            |e| HostLocalError::io(format!("link {}", self.dir.join(&name).display()), e);
-        set_ips_xattr(owner, ips);
-        match self.link_owner(owner, &name) {
-            Err(RxErrno::EXIST) => {}
-            Ok(()) => return Ok(()),
-            Err(e) => return Err(link_error(e)),
-        }
-        let older = self.indexed(container_id, ifname)?;
-        rustix::fs::unlinkat(&self.fd, name.as_str(), AtFlags::empty()).map_err(|e| {
-            HostLocalError::io(format!("remove {}", self.dir.join(&name).display()), e)
-        })?;
-        let mut all = ips.to_vec();
-        for ip in older {
-            if !all.contains(&ip) {
-                self.adopt(owner, ip)?;
-                all.push(ip);
-            }
-        }
-        set_ips_xattr(owner, &all);
-        self.link_owner(owner, &name).map_err(link_error)
-    }
-
-    /// Replaces the reservation file of `ip` by a link of `owner`'s inode
-    /// (same content), atomically.
-    fn adopt(&self, owner: &OwnerFile, ip: IpAddr) -> Result<()> {
-        let tmp = tmp_name();
-        self.link_owner(owner, &tmp).map_err(|e| {
-            HostLocalError::io(format!("link {}", self.dir.join(&tmp).display()), e)
-        })?;
-        rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, ip.to_string()).map_err(|e| {
-            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
-            HostLocalError::io(format!("rename {}", self.ip_path(ip).display()), e)
-        })
-    }
-
-    /// Forgets an attachment's index entry.
-    pub fn unindex(&self, container_id: &str, ifname: &str) {
-        if let Some(name) = Self::attachment_name(container_id, ifname) {
-            let _ = self.remove(&name);
-        }
-    }
-
-    /// Forgets an attachment's index entry once all its addresses are
-    /// released: its inode, now named by the index alone, becomes the spare
-    /// (replacing an older one).
-    pub fn unindex_to_spare(&self, container_id: &str, ifname: &str) {
-        if let Some(name) = Self::attachment_name(container_id, ifname) {
-            if rustix::fs::renameat(&self.fd, name.as_str(), &self.fd, SPARE).is_err() {
-                let _ = self.remove(&name);
-            }
-        }
-    }
-
     /// Every file name in the directory, classified.
     ///
     /// # Errors
@@ -887,6 +540,7 @@ pub struct Entries {
 
 #[cfg(test)]
 mod tests {
+    use super::owner_file::Inode;
     use super::*;
     use std::ops::Deref;
 
