@@ -33,7 +33,8 @@
 //! - (b) 50 ADDs spawned at once into 50 pre-created container netns, wall time until all have
 //!   exited; then 50 distinct IPs, 50 host veths all enslaved to cbr0 and 50 reservations are
 //!   checked (round 0 also checks each container's eth0 address), all DELs run (untimed, shown
-//!   for information), and no veth or reservation may be left; median of 5 rounds;
+//!   for information), and no veth or reservation may be left; median of 6 rounds, one per
+//!   order;
 //! - (c) peak RSS of one bridge ADD via the rss-probe re-exec (run in the fake host). The probe
 //!   reports getrusage(RUSAGE_CHILDREN).ru_maxrss: the kernel folds into a reaped process's
 //!   figure the peak of every descendant it waited for, so this is max(bridge, the host-local
@@ -71,7 +72,9 @@ pub(crate) const BR_SUBNET_PREFIX: u8 = 16;
 pub(crate) const BR_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 pub(crate) const BR_DEFAULT_ITERATIONS: usize = 100;
 pub(crate) const PARALLEL_PODS: usize = 50;
-pub(crate) const PARALLEL_ROUNDS: usize = 5;
+/// One round per order of the three runners (see `measure::ORDERS`): each
+/// batch runs after each other one's DELs equally often.
+pub(crate) const PARALLEL_ROUNDS: usize = 6;
 pub(crate) const BR_WARMUP: usize = 3;
 /// Verify the attachment inside the namespaces (not only the result) every this many
 /// iterations of (a), between the timed ADD and DEL.
