@@ -118,7 +118,7 @@ fn the_hot_list_names_functions_of_the_multi_call_executable() {
     // Our own crates' functions, though, all are (the debug build inlines
     // none of them): one missing means code moved, e.g. into another module,
     // which changes its mangled path, and the layout lost it.
-    let ours: Vec<&&&str> = missing.iter().filter(|l| is_ours(l)).collect();
+    let ours: Vec<&str> = missing.iter().map(|l| **l).filter(|l| is_ours(l)).collect();
     assert!(
         rust.iter().filter(|l| is_ours(l)).count() > 50,
         "too few of our own functions listed"
